@@ -1,0 +1,159 @@
+"""The ``opsllm`` command."""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from opsllm import __version__
+from opsllm.errors import OperationalError, UsageError
+
+app = typer.Typer(help="OpsLLM: a fault-injection lab and post-training for operations LLMs.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
+campaign_app = typer.Typer(help="Plan and run InjectionCampaigns.", no_args_is_help=True)
+lab_app = typer.Typer(help="The OnlineBoutique twin.", no_args_is_help=True)
+app.add_typer(campaign_app, name="campaign")
+app.add_typer(lab_app, name="lab")
+
+out = Console()
+err = Console(stderr=True)
+
+CampaignFile = Annotated[Path, typer.Argument(help="An InjectionCampaign YAML file.", show_default=False)]
+Crds = Annotated[str | None, typer.Option("--crds", help="Chaos Mesh CRD bundle (manifests/crd.yaml of "
+                                          "chaos-mesh) to validate every Chaos Mesh object against.")]
+
+
+def _fail(exc: Exception) -> None:
+    code = 2 if isinstance(exc, UsageError) else 1
+    err.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
+    raise typer.Exit(code)
+
+
+def _load(path: Path):
+    from opsllm.spec.campaign import load_campaign
+
+    try:
+        return load_campaign(path)
+    except UsageError as exc:
+        _fail(exc)
+
+
+@app.command()
+def version() -> None:
+    """Print the version."""
+    out.print(__version__)
+
+
+@campaign_app.command("validate")
+def campaign_validate(file: CampaignFile, crds: Crds = None) -> None:
+    """Check a campaign file, and each Chaos Mesh object it would apply when --crds is given."""
+    from opsllm.lab.planner import plan
+    from opsllm.spec.chaosmesh import render, validate
+
+    campaign = _load(file)
+    injections = plan(campaign)
+    if crds:
+        try:
+            for inj in injections:
+                validate(render(inj, campaign.spec.system.namespace), crds)
+        except UsageError as exc:
+            _fail(exc)
+    checked = " and their Chaos Mesh objects" if crds else ""
+    out.print(f"[green]ok[/] {file}: {len(injections)} injections{checked} valid")
+
+
+@campaign_app.command("plan")
+def campaign_plan(file: CampaignFile, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Print the injections a campaign plans, in order."""
+    from opsllm.lab.planner import plan
+
+    injections = plan(_load(file))
+    if as_json:
+        sys.stdout.write(json.dumps([i.model_dump(mode="json") for i in injections], indent=2) + "\n")
+        return
+    table = Table("id", "kind/action", "level", "target", "fault start (UTC)", "duration")
+    for i in injections:
+        table.add_row(i.id, f"{i.kind}/{i.action}", i.level, i.component,
+                      i.fault_start.strftime("%Y-%m-%d %H:%M:%S"), f"{i.duration:g}s")
+    out.print(table)
+
+
+@campaign_app.command("render")
+def campaign_render(file: CampaignFile) -> None:
+    """Print the Chaos Mesh objects a cluster run would apply, as a YAML stream."""
+    from opsllm.lab.planner import plan
+    from opsllm.spec.chaosmesh import render, to_yaml
+
+    campaign = _load(file)
+    docs = [to_yaml(render(i, campaign.spec.system.namespace)) for i in plan(campaign)]
+    sys.stdout.write("---\n".join(docs))
+
+
+@campaign_app.command("run")
+def campaign_run(
+    file: CampaignFile,
+    out_dir: Annotated[Path, typer.Option("--out", help="Output folder; a rerun resumes there.")],
+    crds: Crds = None,
+    limit: Annotated[int | None, typer.Option(help="Run only the first N injections.", min=1)] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Run a campaign on the twin: one raw telemetry window, label and Chaos Mesh object per injection."""
+    campaign = _load(file)
+    from opsllm.lab.campaign import run_campaign
+
+    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TextColumn("{task.fields[current]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+                        console=err, disable=quiet)
+    try:
+        with progress:
+            task = progress.add_task(campaign.metadata.name, total=None, current="planning")
+
+            def step(n: int, total: int, inj, skipped: bool) -> None:
+                progress.update(task, total=total, completed=n,
+                                current=f"{inj.id}{' (done before)' if skipped else ''}")
+
+            result = run_campaign(campaign, out_dir, crd_path=crds, limit=limit, on_progress=step)
+    except (UsageError, OperationalError) as exc:
+        _fail(exc)
+    out.print(f"{len(result.written)} injections written, {len(result.skipped)} already there, "
+              f"{result.total} planned -> {result.out}")
+
+
+@lab_app.command("simulate")
+def lab_simulate(
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder of the raw window to write.")],
+    duration: Annotated[str, typer.Option(help="Window length, e.g. 15m.")] = "15m",
+    seed: int = 0,
+    difficulty: Annotated[str, typer.Option(help="easy, mid or hard.")] = "mid",
+    start: Annotated[str, typer.Option(help="Window start, RFC 3339.")] = "2026-01-05T09:00:00Z",
+) -> None:
+    """Write one fault-free window of the twin."""
+    from opsllm.lab.twin import Twin
+    from opsllm.spec.duration import parse_duration
+    from opsllm.window import write_window
+
+    try:
+        seconds = parse_duration(duration)
+        t0 = datetime.fromisoformat(start.replace("Z", "+00:00")).astimezone(UTC)
+        twin = Twin(difficulty=difficulty)
+    except ValueError as exc:
+        _fail(UsageError(str(exc)))
+    telemetry = twin.simulate(t0, t0 + timedelta(seconds=seconds), seed=seed)
+    try:
+        write_window(out_dir, telemetry.meta, telemetry.metrics, telemetry.logs, telemetry.spans)
+    except (UsageError, OperationalError) as exc:
+        _fail(exc)
+    out.print(f"window written -> {out_dir} ({telemetry.metrics.num_rows} samples, "
+              f"{telemetry.spans.num_rows} spans, {telemetry.logs.num_rows} log lines)")
+
+
+if __name__ == "__main__":
+    app()

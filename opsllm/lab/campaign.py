@@ -1,0 +1,120 @@
+"""Running a campaign on the twin: plan, simulate each window, write it with its truth, resume.
+
+Output folder::
+
+    OUT/
+      campaign.yaml           the campaign as run (a rerun must match it)
+      plan.json               every planned injection, in order
+      status.json             progress: phase, done, total (rewritten after each injection)
+      injections/NNNN-type-component/
+        window/               the raw telemetry window (docs/window-format.md)
+        label.json            ground truth: component, level, fault type, start, end, params
+        chaos.yaml            the Chaos Mesh object a cluster run applies for this injection
+
+Each injection folder appears in one rename once complete, so a killed run leaves either a whole
+injection or nothing (a hidden temporary folder, removed on the next run); a rerun skips what exists.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from opsllm.errors import StorageError
+from opsllm.files import atomic_dir, dumps_json, write_json_atomic, write_text_atomic
+from opsllm.lab.planner import plan
+from opsllm.lab.twin import Twin
+from opsllm.spec.campaign import InjectionCampaign
+from opsllm.spec.chaosmesh import render, to_yaml, validate
+from opsllm.spec.injection import PlannedInjection
+from opsllm.window import write_window
+
+INJECTIONS = "injections"
+
+
+@dataclass
+class CampaignResult:
+    out: Path
+    total: int
+    written: list[str]
+    skipped: list[str]
+
+
+def campaign_digest(campaign: InjectionCampaign) -> str:
+    """Identity of what a campaign produces (metadata labels and status do not change it)."""
+    body = dumps_json({"name": campaign.metadata.name, "spec": campaign.spec.model_dump(mode="json")})
+    return hashlib.sha256(body.encode()).hexdigest()
+
+
+def _prepare(out: Path, campaign: InjectionCampaign) -> None:
+    stored = out / "campaign.yaml"
+    digest = campaign_digest(campaign)
+    if stored.exists():
+        previous = yaml.safe_load(stored.read_text()) or {}
+        if previous.get("metadata", {}).get("annotations", {}).get("opsllm.dev/digest") != digest:
+            raise StorageError(f"{out} holds the output of a different campaign (or of an edited version of this "
+                               "one); use another --out, or delete the folder to start over", path=str(out))
+    else:
+        doc = campaign.model_dump(mode="json", exclude_none=True)
+        doc["metadata"].setdefault("annotations", {})["opsllm.dev/digest"] = digest
+        write_text_atomic(stored, yaml.safe_dump(doc, sort_keys=False))
+    injections = out / INJECTIONS
+    injections.mkdir(parents=True, exist_ok=True)
+    for stale in injections.glob(".*.tmp"):
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+def write_injection(folder: Path, inj: PlannedInjection, twin: Twin, namespace: str,
+                    crd_path: str | None = None) -> None:
+    """Simulate one injection and write its folder atomically."""
+    chaos = render(inj, namespace)
+    if crd_path:
+        validate(chaos, crd_path)
+    telemetry = twin.simulate(inj.window_start, inj.window_end, [inj], seed=inj.seed)
+    meta = dict(telemetry.meta)
+    meta["extra"] = {**meta["extra"], "campaign": inj.campaign, "injection": inj.id}
+    with atomic_dir(folder) as tmp:
+        write_window(tmp / "window", meta, telemetry.metrics, telemetry.logs, telemetry.spans)
+        write_json_atomic(tmp / "label.json", inj.label().model_dump(mode="json"))
+        write_text_atomic(tmp / "chaos.yaml", to_yaml(chaos))
+
+
+def run_campaign(campaign: InjectionCampaign, out: str | Path, *, crd_path: str | None = None,
+                 limit: int | None = None,
+                 on_progress: Callable[[int, int, PlannedInjection, bool], None] | None = None) -> CampaignResult:
+    """Run ``campaign`` on the twin into ``out``; resumes where a previous run stopped."""
+    out = Path(out)
+    injections = plan(campaign)
+    _prepare(out, campaign)
+    write_json_atomic(out / "plan.json", [i.model_dump(mode="json") for i in injections])
+    twin = Twin.from_campaign(campaign.spec)
+    namespace = campaign.spec.system.namespace
+    written: list[str] = []
+    skipped: list[str] = []
+    todo = injections if limit is None else injections[:limit]
+    done = sum((out / INJECTIONS / i.id).exists() for i in injections)
+    _status(out, "Running", done, len(injections))
+    for n, inj in enumerate(todo, start=1):
+        folder = out / INJECTIONS / inj.id
+        already = folder.exists()
+        if already:
+            skipped.append(inj.id)
+        else:
+            write_injection(folder, inj, twin, namespace, crd_path)
+            written.append(inj.id)
+            done += 1
+            _status(out, "Running", done, len(injections))
+        if on_progress:
+            on_progress(n, len(todo), inj, already)
+    _status(out, "Succeeded" if done == len(injections) else "Partial", done, len(injections))
+    return CampaignResult(out, len(injections), written, skipped)
+
+
+def _status(out: Path, phase: str, done: int, total: int) -> None:
+    write_json_atomic(out / "status.json", {"phase": phase, "done": done, "total": total,
+                                            "progress": f"{done}/{total}"})

@@ -1,0 +1,243 @@
+"""The InjectionCampaign custom resource: a campaign file is the resource itself.
+
+The same file runs on the twin (``opsllm campaign run FILE``) and, in a cluster, goes to
+``kubectl apply -f FILE``. Field descriptions here are the only copy of the field docs;
+``docs/campaign-spec.md`` is generated from them.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from opsllm.errors import SpecError
+from opsllm.lab.topology import SYSTEM_NAME, Topology
+from opsllm.spec.duration import PositiveDuration
+from opsllm.spec.faults import Fault
+
+API_VERSION = "opsllm.dev/v1alpha1"
+DNS1123 = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+
+
+def _duration(default: str, description: str) -> Any:
+    # Written as users write it, so the generated schema's default matches its string type.
+    return Field(default=default, validate_default=True, description=description)
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class ObjectMeta(BaseModel):
+    # The API server adds uid, resourceVersion and more; accept and ignore them.
+    model_config = ConfigDict(extra="ignore")
+
+    name: str = Field(pattern=DNS1123, max_length=63, description="Campaign name (a DNS-1123 label).")
+    namespace: str | None = Field(default=None, pattern=DNS1123, max_length=63)
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("name", mode="before")
+    @classmethod
+    def _dns_label(cls, v: Any) -> Any:
+        # Before the schema's pattern check, so the user reads what is allowed rather than a regex.
+        if isinstance(v, str) and (len(v) > 63 or not re.match(DNS1123, v)):
+            raise ValueError(f"{v!r} is not a DNS-1123 label: use at most 63 lower-case letters, digits and "
+                             "'-', starting and ending with a letter or digit (e.g. 'smoke-1')")
+        return v
+
+
+class LoadGeneratorSpec(_Spec):
+    users: int = Field(default=10, ge=1, le=10000,
+                       description="Simulated users; 10 is the upstream loadgenerator's USERS.")
+    waitMin: PositiveDuration = _duration("1s", "Shortest think time between a user's tasks "
+                                      "(Locust between(1, 10) upstream).")
+    waitMax: PositiveDuration = _duration("10s", "Longest think time between a user's tasks.")
+
+    @model_validator(mode="after")
+    def _order(self) -> LoadGeneratorSpec:
+        if self.waitMax < self.waitMin:
+            raise ValueError("waitMax must be at least waitMin")
+        return self
+
+
+class SystemSpec(_Spec):
+    name: Literal["online-boutique"] = Field(default=SYSTEM_NAME, description="The target system.")
+    namespace: str = Field(default="online-boutique", pattern=DNS1123, max_length=63,
+                           description="Namespace the system runs in; chaos objects select pods there.")
+    replicas: dict[str, int] = Field(default_factory=dict,
+                                     description="Replicas per Deployment where not 1 (the upstream count).")
+    loadGenerator: LoadGeneratorSpec = Field(default_factory=LoadGeneratorSpec)
+
+    @field_validator("replicas")
+    @classmethod
+    def _replicas(cls, v: dict[str, int]) -> dict[str, int]:
+        bad = {k: n for k, n in v.items() if n < 1 or n > 20}
+        if bad:
+            raise ValueError(f"replicas must be between 1 and 20, got {bad}")
+        Topology(replicas=v)  # raises on unknown names, listing the known ones
+        return v
+
+
+class TimingSpec(_Spec):
+    baseline: PositiveDuration = _duration("10m", "Fault-free telemetry before each fault.")
+    faultDuration: PositiveDuration = _duration("3m", "Default duration of a fault.")
+    cooldown: PositiveDuration = _duration("2m", "Recovery time after a fault ends, before "
+                                       "the next baseline starts.")
+    collectionWindow: PositiveDuration | None = Field(
+        default=None, description="Telemetry collected per injection, from the start of its baseline; "
+        "defaults to baseline + fault duration + cooldown.")
+
+
+class TwinSpec(_Spec):
+    difficulty: Literal["easy", "mid", "hard"] = Field(
+        default="mid", description="Noise, benign anomalies and fault intensity on the twin (docs/twin.md).")
+    nodes: int = Field(default=3, ge=1, le=50, description="Worker nodes the pods spread over.")
+    startTime: datetime = Field(default=datetime(2026, 1, 5, 9, 0, tzinfo=UTC),
+                                description="Simulated wall-clock time at which the campaign starts.")
+    resolution: PositiveDuration = _duration("1s", "Step of the metric series.")
+    rateWindow: PositiveDuration = _duration("30s", "Window of the rate() behind request, "
+                                         "error and latency metrics, as a PromQL [30s] range.")
+
+    @field_validator("startTime")
+    @classmethod
+    def _aware(cls, v: datetime) -> datetime:
+        if v.tzinfo is None:
+            raise ValueError("startTime needs a time zone, e.g. 2026-01-05T09:00:00Z")
+        return v.astimezone(UTC)
+
+
+class SinkSpec(_Spec):
+    path: str | None = Field(default=None, description="Folder the campaign writes to (a PVC path in a cluster).")
+    uri: str | None = Field(default=None, description="Object-store URI, e.g. s3://bucket/prefix (cluster only).")
+
+    @model_validator(mode="after")
+    def _one(self) -> SinkSpec:
+        if self.path and self.uri:
+            raise ValueError("give either sink.path or sink.uri, not both")
+        return self
+
+
+class CampaignSpec(_Spec):
+    system: SystemSpec = Field(default_factory=SystemSpec)
+    faults: list[Fault] = Field(min_length=1, description="The fault plan.")
+    timing: TimingSpec = Field(default_factory=TimingSpec)
+    seed: int = Field(default=0, ge=0, le=2**63 - 1, description="Seed of planning and of the twin.")
+    twin: TwinSpec = Field(default_factory=TwinSpec)
+    sink: SinkSpec = Field(default_factory=SinkSpec)
+
+    @model_validator(mode="after")
+    def _against_topology(self) -> CampaignSpec:
+        topo = self.topology()
+        for i, f in enumerate(self.faults):
+            t = f.target
+            if t.pod is not None:
+                names = [p.name for p in topo.pods_of(t.service or "")]
+                if t.pod not in names:
+                    raise ValueError(f"faults[{i}].target.pod {t.pod!r} is not a pod of {t.service}; "
+                                     f"its pods: {', '.join(names)}")
+            if t.node not in (None, "*") and t.node not in topo.nodes:
+                raise ValueError(f"faults[{i}].target.node {t.node!r} is not a node of the lab; "
+                                 f"nodes: {', '.join(topo.nodes)}")
+            duration = f.duration or self.timing.faultDuration
+            window = self.timing.collectionWindow
+            if window is not None and window < self.timing.baseline + duration:
+                raise ValueError(f"timing.collectionWindow ({window:g}s) is shorter than baseline + the "
+                                 f"duration of faults[{i}] ({self.timing.baseline + duration:g}s): the fault "
+                                 "would not be in its own window")
+        return self
+
+    def topology(self) -> Topology:
+        return Topology(namespace=self.system.namespace, node_count=self.twin.nodes,
+                        replicas=dict(self.system.replicas))
+
+
+class InjectionCampaign(BaseModel):
+    """The InjectionCampaign resource (group opsllm.dev, version v1alpha1)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    apiVersion: Literal["opsllm.dev/v1alpha1"] = API_VERSION
+    kind: Literal["InjectionCampaign"] = "InjectionCampaign"
+    metadata: ObjectMeta
+    spec: CampaignSpec
+    status: dict[str, Any] | None = Field(default=None, description="Written by the operator only.")
+
+
+def _loc(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in {"PodChaos", "StressChaos", "NetworkChaos", "IOChaos", "HTTPChaos", "DNSChaos",
+                      "TimeChaos", "JVMChaos", "PhysicalMachineChaos"}:
+            continue  # the union's tag: the user wrote no such key
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "(top level)"
+
+
+def _message(err: dict) -> str:
+    msg = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "union_tag_invalid":
+        ctx = err.get("ctx", {})
+        return (f"unknown kind {ctx.get('tag')!r}; allowed kinds: "
+                f"{ctx.get('expected_tags', '').replace(chr(39), '')}")
+    if err["type"] == "extra_forbidden":
+        return "unknown field; remove it or check its spelling against docs/campaign-spec.md"
+    if err["type"] == "literal_error":
+        return f"{err.get('input')!r} is not allowed; {msg[0].lower()}{msg[1:]}"
+    return msg
+
+
+_CROSS_FIELD = re.compile(r"^((?:faults\[\d+\]|timing)(?:\.\w+)+)\b")
+
+
+def _problem(err: dict) -> tuple[str, str]:
+    where, what = _loc(err["loc"]), _message(err)
+    # Checks that span several fields run on the whole spec; their message starts with the field's path.
+    m = _CROSS_FIELD.match(what)
+    if where == "spec" and m:
+        where = f"spec.{m.group(1)}"
+    return where, what
+
+
+def spec_error(exc: ValidationError, source: str) -> SpecError:
+    """One SpecError listing every invalid field of a pydantic ValidationError."""
+    problems = [_problem(e) for e in exc.errors(include_url=False)]
+    lines = "\n".join(f"  {where}: {what}" for where, what in problems)
+    return SpecError(f"{source} is not a valid InjectionCampaign:\n{lines}", problems=problems, source=source)
+
+
+def parse_campaign(data: Any, *, source: str = "campaign") -> InjectionCampaign:
+    if not isinstance(data, dict):
+        raise SpecError(f"{source} must be a YAML mapping with apiVersion, kind, metadata and spec",
+                        problems=[("(top level)", "not a mapping")], source=source)
+    try:
+        return InjectionCampaign.model_validate(data)
+    except ValidationError as exc:
+        raise spec_error(exc, source) from exc
+
+
+def load_campaign(path: str | Path) -> InjectionCampaign:
+    """Read and validate a campaign file; raises SpecError naming each bad field."""
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as exc:
+        raise SpecError(f"cannot read campaign file {p}: {exc.strerror}; check the path",
+                        problems=[("(file)", str(exc))], source=str(p)) from exc
+    try:
+        docs = [d for d in yaml.safe_load_all(text) if d is not None]
+    except yaml.YAMLError as exc:
+        raise SpecError(f"{p} is not valid YAML: {exc}", problems=[("(file)", "invalid YAML")],
+                        source=str(p)) from exc
+    if len(docs) != 1:
+        raise SpecError(f"{p} must hold exactly one InjectionCampaign document, found {len(docs)}",
+                        problems=[("(file)", f"{len(docs)} documents")], source=str(p))
+    return parse_campaign(docs[0], source=str(p))
