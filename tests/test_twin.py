@@ -291,6 +291,13 @@ def test_fault_logs_in_the_right_component():
     assert _log_hits(off, "redis-cart", "fsync is taking too long") == 0
     on, _ = runs("NetworkChaos", "partition", target=(("service", "cartservice"),))
     assert _log_hits(on, "frontend", "code = DeadlineExceeded") > 0
+    # a failure deep in the tree is reported up the chain, not as a failure of the callers themselves
+    on, _ = runs("IOChaos", "fault", target=(("service", "redis-cart"),))
+    lg = on.logs_during()
+    frontend_errors = lg[(lg.component == "frontend") & (lg.level == "error")].message
+    assert len(frontend_errors) > 0
+    assert frontend_errors.str.contains("Can't access cart storage", regex=False).all()
+    assert _log_hits(on, "redis-cart", "Error writing to the AOF file") > 0
 
 
 # ---- system behaviour ---------------------------------------------------------------------------

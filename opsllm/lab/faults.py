@@ -14,7 +14,7 @@ from fnmatch import fnmatch
 import numpy as np
 
 from opsllm.lab.state import Rule, State
-from opsllm.lab.topology import MI
+from opsllm.lab.topology import MI, NODE_CPU_CORES, NODE_MEMORY, NODE_SYSTEM_MEMORY
 from opsllm.spec.duration import parse_duration
 from opsllm.spec.injection import PlannedInjection
 
@@ -175,16 +175,17 @@ def _jvm(s: State, inj: PlannedInjection, w: slice, pods: list[int], rng: np.ran
 
 
 def _node(s: State, inj: PlannedInjection, w: slice, pods: list[int], rng: np.random.Generator) -> None:
-    from opsllm.lab.topology import NODE_CPU_CORES, NODE_MEMORY
-
     n = s.node_index(inj.node or "")
     prm = inj.params
     if inj.action == "stress-cpu":
         cpu = prm["stress-cpu"]
         s.node_cpu[n, w] += min(NODE_CPU_CORES, cpu["workers"]) * cpu.get("load", 100) / 100.0
     elif inj.action == "stress-mem":
-        # chaosd sizes a percentage against the memory available when it starts
-        available = NODE_MEMORY * 0.7
+        # chaosd sizes a percentage against the memory available when it starts: what the system and the
+        # pods' requests leave
+        pods_on_node = s.topo.pods_on(inj.node or "")
+        used = NODE_SYSTEM_MEMORY + sum(s.topo.components[p.component].mem_request for p in pods_on_node)
+        available = NODE_MEMORY - used
         size = parse_size(prm["stress-mem"]["size"], whole=available)
         ramp = np.minimum(1.0, (np.arange(w.stop - w.start) + 1) / rng.uniform(10, 30))
         s.node_mem[n, w] += size * ramp

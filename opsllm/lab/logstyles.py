@@ -402,6 +402,9 @@ class _Batch:
         self.pod = _obj(events["pod"], n, "pod")
         self.event = _obj(events["event"], n, "event")
         self.op = _obj(events["operation"], n, "operation")
+        # Optional: the caller's own operation (its HTTP route for the frontend) when ``operation`` is the
+        # method it called, as in call_failed events. Without it the route is guessed from the method.
+        self.route = _obj(events["route"], n, "route") if "route" in events else self.op
         self.peer = _obj(events["peer"], n, "peer")
         self.code = _obj(events["code"], n, "code")
         self.detail = _obj(events["detail"], n, "detail")
@@ -523,7 +526,8 @@ def _errno_text(detail: str) -> str:
 
 
 def _method(op: str) -> str:
-    return op.rsplit("/", 1)[-1] if op.startswith("/") else op
+    # "/hipstershop.CartService/GetCart" (gRPC's path) or "hipstershop.CartService/GetCart" (its span name)
+    return op.rsplit("/", 1)[-1] if "/" in op and " " not in op else op
 
 
 # --------------------------------------------------------------------------------------------
@@ -659,7 +663,7 @@ _ERROR_PAGE_BYTES = (3400, 4300)
 
 def _fe_route(op: str, peer: str) -> tuple[str, str, str]:
     """(route, HTTP method, path template) of a frontend event's request."""
-    if op.startswith("/") and "." in op.split("/", 2)[1]:  # a gRPC method: /package.Service/Method
+    if "/" in op and " " not in op and "." in op.lstrip("/").split("/", 1)[0]:  # a gRPC method
         route = _FE_METHOD_ROUTE.get(_method(op), _FE_PEER_ROUTE.get(peer, "GET /"))
     elif " " in op:
         route = op
@@ -773,7 +777,7 @@ def _fe_call_failed(b: _Batch, idx: np.ndarray) -> None:
     if is_ads.any():
         _fe_ads_warning(b, idx[is_ads], None)
     idx = idx[~is_ads]
-    keys = [_fe_route(o, p) for o, p in zip(b.op[idx].tolist(), b.peer[idx].tolist(), strict=True)]
+    keys = [_fe_route(o, p) for o, p in zip(b.route[idx].tolist(), b.peer[idx].tolist(), strict=True)]
     for (route, http_method, template), g in _groups(keys, idx):
         m = len(g)
         pids, http, sess, tr = _fe_request(b, g, template, http_method)
@@ -796,7 +800,7 @@ def _fe_call_failed(b: _Batch, idx: np.ndarray) -> None:
 
 def _fe_ads_warning(b: _Batch, idx: np.ndarray, forced_desc: str | None) -> None:
     """chooseAd's warning; the request itself goes on, so its own lines come from its served event."""
-    keys = [_fe_route(o, "adservice") for o in b.op[idx].tolist()]
+    keys = [_fe_route(o, "adservice") for o in b.route[idx].tolist()]
     for (_route, http_method, template), g in _groups(keys, idx):
         m = len(g)
         _pids, http, sess, tr = _fe_request(b, g, template, http_method)

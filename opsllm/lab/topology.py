@@ -61,6 +61,8 @@ COMPONENTS: tuple[Component, ...] = (
 SYSTEM_NAME = "online-boutique"
 NODE_CPU_CORES = 4.0          # e2-standard-4, the machine type of the upstream GKE quickstart
 NODE_MEMORY = 16 * 1024 * MI
+NODE_SYSTEM_MEMORY = 1536 * MI  # kubelet, container runtime, kernel
+NODE_SYSTEM_CPU = 0.25          # cores
 
 
 @dataclass(frozen=True)

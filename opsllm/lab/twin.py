@@ -29,7 +29,7 @@ from opsllm.lab.endpoints import OPS, ROUTES, TASKS, Call, calls_per_route
 from opsllm.lab.faults import DISK_BASE_USED, DISK_BYTES, inject
 from opsllm.lab.logstyles import render_logs
 from opsllm.lab.state import Rule, State
-from opsllm.lab.topology import NODE_CPU_CORES, NODE_MEMORY, SYSTEM_NAME, Topology
+from opsllm.lab.topology import NODE_CPU_CORES, NODE_MEMORY, NODE_SYSTEM_CPU, NODE_SYSTEM_MEMORY, SYSTEM_NAME, Topology
 from opsllm.spec.campaign import LoadGeneratorSpec
 from opsllm.spec.injection import PlannedInjection
 from opsllm.window import LOGS_SCHEMA, METRICS_SCHEMA, SPANS_SCHEMA
@@ -206,8 +206,8 @@ class Twin:
         node_mem = np.zeros((N, T))
         np.add.at(node_cpu, self._node_of_pod, np.minimum(total, limits) * s.up)
         np.add.at(node_mem, self._node_of_pod, mem * s.up)
-        node_cpu += 0.25 + s.node_cpu
-        node_mem += 1.5 * 1024**3 + s.node_mem
+        node_cpu += NODE_SYSTEM_CPU + s.node_cpu
+        node_mem += NODE_SYSTEM_MEMORY + s.node_mem
         cpu_ratio = node_cpu / NODE_CPU_CORES
         mem_ratio = node_mem / NODE_MEMORY
         # Run-queue waits once the node's runnable demand nears its cores; reclaim stalls near full memory.
@@ -348,7 +348,7 @@ class Twin:
             if self.difficulty.transient_error_rate:
                 fails(rng.random(n) < self.difficulty.transient_error_rate, "UNAVAILABLE", "reset",
                       rng.uniform(0.5, 3, n))
-        fails(~s.up[pod, sec], "503" if root else "UNAVAILABLE", "connection_refused", rng.uniform(0.5, 3, n))
+        fails(~s.up[pod, sec], "" if root else "UNAVAILABLE", "connection_refused", rng.uniform(0.5, 3, n))
 
         reach = np.nonzero(~fail)[0]
         m = reach.size
@@ -383,22 +383,25 @@ class Twin:
                     bad = idx[~c_ok]
                     if bad.size:
                         ctx.event(cursor[bad], rp[bad], "call_failed", call_op=call.operation,
-                                  peer=child.service, code=c_code[~c_ok],
+                                  callee_op=child.operation, peer=child.service, code=c_code[~c_ok],
                                   detail=c_det[~c_ok] if child.fatal else V.detail("non_fatal"),
                                   trace=trace[reach[bad]], dur=c_el[~c_ok])
                         if child.fatal:
                             alive[bad] = False
                             s_code[bad] = failed_code
                             s_detail[bad] = c_det[~c_ok]
+            own_err = np.zeros(m, dtype=bool)  # failures of this server itself, not of what it called
             for r in ctx.rules["exception"]:
                 if call.operation in (r.ops or ()):
                     hit = alive & (rp == r.pod) & (rs >= r.t0) & (rs < r.t1)
                     s_code[hit], s_detail[hit] = V.code("UNKNOWN"), V.detail("exception")
+                    own_err |= hit
                     alive &= ~hit
             if op.write:
                 for r in ctx.rules["write_error"]:
                     hit = alive & (rp == r.pod) & (rs >= r.t0) & (rs < r.t1) & (rng.random(m) < r.prob)
                     s_code[hit], s_detail[hit] = V.code("ERROR"), V.detail("misconf")
+                    own_err |= hit
                     alive &= ~hit
             server_ms = (cursor - start) / 1000 + own * 0.5
             resp_ms, resp_lost = self._transit(s, rp, src[reach], rs, op.resp_bytes, rng)
@@ -422,15 +425,15 @@ class Twin:
                     ctx.event(start[served][ok_served] + skew[ok_served],
                               rp[served][ok_served], "served", call_op=call.operation,
                               trace=trace[sp][ok_served], dur=server_ms[served][ok_served])
-                own_err = np.isin(s_detail[served], [V.detail("exception"), V.detail("misconf")])
-                if own_err.any():
-                    ctx.event(start[served][own_err] + skew[own_err], rp[served][own_err], "served_error",
-                              call_op=call.operation, code=sc[own_err], detail=s_detail[served][own_err],
-                              trace=trace[sp][own_err], dur=server_ms[served][own_err])
+                mine = own_err[served]
+                if mine.any():
+                    ctx.event(start[served][mine] + skew[mine], rp[served][mine], "served_error",
+                              call_op=call.operation, code=sc[mine], detail=s_detail[served][mine],
+                              trace=trace[sp][mine], dur=server_ms[served][mine])
         if root:
             final = code.copy()
             final = np.where(replaced >= 0, replaced, np.where(final == V.code("OK"), V.code("200"), final))
-            ctx.client_view(t_us, elapsed, final, detail, trace)
+            ctx.client_view(t_us, elapsed, final, np.where(fail, detail, V.detail("http_500")), trace)
         else:
             skew = s.skew_s[caller, sec] * 1e6
             ctx.span(trace, client_id, parent, self._comp_of_pod[int(caller[0])], call.operation, "client",
@@ -675,21 +678,23 @@ class _Run:
         self._spans.append((trace, span_id, parent, self.services(service), self.ops(operation),
                             kind, start_us, ms, code, pod))
 
-    def event(self, at_us, pod, event: str, *, call_op: str = "", peer: str = "", code=None, detail=None,
-              trace=None, dur=None) -> None:
+    def event(self, at_us, pod, event: str, *, call_op: str = "", callee_op: str = "", peer: str = "",
+              code=None, detail=None, trace=None, dur=None) -> None:
+        """A log event of ``pod``; ``call_op`` is the operation it was serving, ``callee_op`` what it called."""
         n = np.size(at_us)
         V = self.vocab
         self._events.append((
             np.asarray(at_us, dtype=float), np.asarray(pod), np.full(n, self.events_v(event)),
-            np.full(n, self.ops(call_op)), peer,
+            np.full(n, self.ops(callee_op or call_op)), peer,
             np.full(n, V.code("")) if code is None else np.broadcast_to(code, (n,)),
             np.full(n, V.detail("")) if detail is None else np.broadcast_to(detail, (n,)),
             np.full(n, -1) if trace is None else np.asarray(trace),
             np.zeros(n) if dur is None else np.asarray(dur, dtype=float),
+            np.full(n, self.ops(call_op)),
         ))
 
     def client_view(self, t_us, ms, code, detail, trace) -> None:
-        """What the load generator saw of each user request."""
+        """What the load generator saw of each user request; ``detail`` says why it failed if it did."""
         V = self.vocab
         ok = code == V.code("200")
         self._lg_chunks.append((t_us, ms, ~ok))
@@ -697,11 +702,7 @@ class _Run:
         if bad.any():
             lg = int(self._lg_pod_index())
             self.event(t_us[bad] + ms[bad] * 1000, np.full(int(bad.sum()), lg), "call_failed",
-                       peer="frontend", code=code[bad],
-                       detail=np.where(detail[bad] == V.detail("http_abort"), detail[bad],
-                                       np.where(detail[bad] == V.detail("connection_refused"), detail[bad],
-                                                V.detail("http_500"))),
-                       trace=trace[bad], dur=ms[bad])
+                       peer="frontend", code=code[bad], detail=detail[bad], trace=trace[bad], dur=ms[bad])
 
     def _lg_pod_index(self) -> int:
         return self.state.topo.pods_of("loadgenerator")[0].index
@@ -836,6 +837,7 @@ class _Run:
         det = np.concatenate(cols[6])
         trace = np.concatenate(cols[7])
         dur = np.concatenate(cols[8])
+        route = np.concatenate(cols[9])
         order = np.lexsort((pod, at))
         hi, lo = self._trace_words()
         tr = trace[order]
@@ -850,6 +852,7 @@ class _Run:
             "pod": [pods[i].name for i in pod[order].tolist()],
             "event": [ev_names[i] for i in ev[order].tolist()],
             "operation": [op_names[i] for i in op[order].tolist()],
+            "route": [op_names[i] for i in route[order].tolist()],
             "peer": peer[order].tolist(),
             "code": [codes[i] for i in code[order].tolist()],
             "detail": [details[i] for i in det[order].tolist()],
