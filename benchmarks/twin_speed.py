@@ -31,7 +31,7 @@ import pyarrow as pa
 from opsllm.lab.endpoints import OPS, ROUTES, TASKS, Call
 from opsllm.lab.planner import plan
 from opsllm.lab.twin import Twin
-from opsllm.spec.campaign import parse_campaign
+from opsllm.spec.campaign import LoadGeneratorSpec, parse_campaign
 from opsllm.window import write_window
 
 START = datetime(2026, 1, 5, 14, 0, tzinfo=UTC)
@@ -135,11 +135,7 @@ def main() -> None:
     tracemalloc.stop()
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
-    base_s, base_spans = timed(lambda: baseline_spans(seconds, seed=1), max(1, args.repeats // 2))
     spans = quiet.spans.num_rows
-    twin_rate = spans / quiet_s
-    base_rate = base_spans / base_s
-
     print(f"window: {seconds} s of OnlineBoutique, 12 Deployments on 3 nodes, 1 s metric step, 10 users")
     print(f"telemetry per window: {quiet.metrics.num_rows} samples, {spans} spans, {quiet.logs.num_rows} log lines")
     print(f"{'case':<34}{'wall s':>10}{'sim s / wall s':>18}")
@@ -148,8 +144,16 @@ def main() -> None:
         print(f"{name:<34}{wall:>10.3f}{seconds / wall:>18.0f}")
     print(f"target: >= 1000x real time on one core -> {'met' if seconds / quiet_s >= 1000 else 'NOT met'}")
     print(f"peak traced memory of one simulation: {peak / 2**20:.1f} MiB; process max RSS {rss:.0f} MiB")
-    print(f"spans per second: twin {twin_rate:,.0f} (with metrics and logs) vs per-request Python baseline "
-          f"{base_rate:,.0f} (spans only): {twin_rate / base_rate:.1f}x")
+    print("spans per wall second, twin (spans, metrics, logs) vs the per-request Python baseline (spans, "
+          "log lines, metric counters):")
+    print(f"{'users':>8}{'spans':>10}{'twin':>14}{'baseline':>14}{'ratio':>8}")
+    for users in (10, 100):
+        loaded = Twin(load=LoadGeneratorSpec(users=users), difficulty="mid")
+        twin_s, tel = timed(lambda t=loaded: t.simulate(START, end, seed=1), args.repeats)
+        base_s, base_spans = timed(lambda u=users: baseline_spans(seconds, users=u, seed=1),
+                                   max(1, args.repeats // 2))
+        twin_rate, base_rate = tel.spans.num_rows / twin_s, base_spans / base_s
+        print(f"{users:>8}{tel.spans.num_rows:>10}{twin_rate:>14,.0f}{base_rate:>14,.0f}{twin_rate / base_rate:>7.1f}x")
     print(f"(medians of {args.repeats} runs)")
 
 

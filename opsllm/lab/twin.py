@@ -843,37 +843,28 @@ class _Run:
         tr = trace[order]
         has = tr >= 0
         trace_ids = _hex_column(np.where(has, hi[np.maximum(tr, 0)], 0), np.where(has, lo[np.maximum(tr, 0)], 0))
-        pods = topo.pods
-        ev_names, op_names = self.events_v.values(), self.ops.values()
-        codes, details = self.vocab.codes.values(), self.vocab.details.values()
+        names = lambda values: np.array(values, dtype=object)  # noqa: E731  (vocabularies, looked up by code)
+        ops = names(self.ops.values())
         events = {
             "ts_us": at[order].astype(np.int64),
-            "component": [pods[i].component for i in pod[order].tolist()],
-            "pod": [pods[i].name for i in pod[order].tolist()],
-            "event": [ev_names[i] for i in ev[order].tolist()],
-            "operation": [op_names[i] for i in op[order].tolist()],
-            "route": [op_names[i] for i in route[order].tolist()],
-            "peer": peer[order].tolist(),
-            "code": [codes[i] for i in code[order].tolist()],
-            "detail": [details[i] for i in det[order].tolist()],
-            "trace_id": trace_ids.to_pylist(),
+            "component": names([p.component for p in topo.pods])[pod[order]],
+            "pod": names([p.name for p in topo.pods])[pod[order]],
+            "event": names(self.events_v.values())[ev[order]],
+            "operation": ops[op[order]],
+            "route": ops[route[order]],
+            "peer": peer[order],
+            "code": names(self.vocab.codes.values())[code[order]],
+            "detail": names(self.vocab.details.values())[det[order]],
+            "trace_id": np.array(trace_ids.to_pylist(), dtype=object),
             "duration_ms": dur[order],
             "seq": self.rng.integers(0, 2**31 - 1, order.size, dtype=np.int64),
         }
         out = render_logs(events)
         # A request's lines are rendered together (start, then completion); Loki returns them by time.
-        by_time = np.argsort(np.asarray(out["ts_us"], dtype=np.int64), kind="stable")
-        out = {k: [out[k][i] for i in by_time.tolist()] if isinstance(out[k], list) else np.asarray(out[k])[by_time]
-               for k in ("ts_us", "component", "pod", "level", "message", "trace_id")}
-        n = len(out["message"])
-        comp_vocab, pod_vocab, level_vocab = _Vocab(), _Vocab(), _Vocab()
+        by_time = pa.array(np.argsort(np.asarray(out["ts_us"], dtype=np.int64), kind="stable"))
+        text = lambda key: pa.array(out[key], pa.string()).take(by_time)  # noqa: E731
         return pa.Table.from_arrays([
-            pa.array(np.asarray(out["ts_us"], dtype=np.int64), pa.timestamp("us", tz="UTC")),
-            _dict_array(np.array([comp_vocab(c) for c in out["component"]], dtype=np.int64).reshape(n),
-                        comp_vocab.values()),
-            _dict_array(np.array([pod_vocab(c) for c in out["pod"]], dtype=np.int64).reshape(n), pod_vocab.values()),
-            _dict_array(np.array([level_vocab(c) for c in out["level"]], dtype=np.int64).reshape(n),
-                        level_vocab.values()),
-            pa.array(list(out["message"]), pa.string()),
-            pa.array(list(out["trace_id"]), pa.string()),
+            pa.array(np.asarray(out["ts_us"], dtype=np.int64), pa.timestamp("us", tz="UTC")).take(by_time),
+            text("component").dictionary_encode(), text("pod").dictionary_encode(),
+            text("level").dictionary_encode(), text("message"), text("trace_id"),
         ], schema=LOGS_SCHEMA)
