@@ -14,6 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from opsllm import __version__
+from opsllm.data.cli import dataset_app
 from opsllm.errors import OperationalError, UsageError
 
 app = typer.Typer(help="OpsLLM: a fault-injection lab and post-training for operations LLMs.",
@@ -22,6 +23,9 @@ campaign_app = typer.Typer(help="Plan and run InjectionCampaigns.", no_args_is_h
 lab_app = typer.Typer(help="The OnlineBoutique twin.", no_args_is_help=True)
 app.add_typer(campaign_app, name="campaign")
 app.add_typer(lab_app, name="lab")
+eval_app = typer.Typer(help="Evaluate predictors.", no_args_is_help=True)
+app.add_typer(eval_app, name="eval")
+app.add_typer(dataset_app, name="dataset")
 
 out = Console()
 err = Console(stderr=True)
@@ -103,6 +107,7 @@ def campaign_run(
     out_dir: Annotated[Path, typer.Option("--out", help="Output folder; a rerun resumes there.")],
     crds: Crds = None,
     limit: Annotated[int | None, typer.Option(help="Run only the first N injections.", min=1)] = None,
+    fuse: Annotated[bool, typer.Option(help="Fuse each window into OUT/dataset as it finishes.")] = True,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Run a campaign on the twin: one raw telemetry window, label and Chaos Mesh object per injection."""
@@ -120,11 +125,68 @@ def campaign_run(
                 progress.update(task, total=total, completed=n,
                                 current=f"{inj.id}{' (done before)' if skipped else ''}")
 
-            result = run_campaign(campaign, out_dir, crd_path=crds, limit=limit, on_progress=step)
+            result = run_campaign(campaign, out_dir, crd_path=crds, limit=limit, fuse=fuse, on_progress=step)
     except (UsageError, OperationalError) as exc:
         _fail(exc)
     out.print(f"{len(result.written)} injections written, {len(result.skipped)} already there, "
               f"{result.total} planned -> {result.out}")
+
+
+@app.command()
+def fuse(
+    window: Annotated[Path, typer.Argument(help="A raw telemetry window folder.", show_default=False)],
+    as_json: Annotated[bool, typer.Option("--json", help="The whole sample as JSON.")] = False,
+) -> None:
+    """Print the fused RCA sample of one raw window (its text rendering, or the sample as JSON)."""
+    from opsllm.fusion import fuse_window
+
+    try:
+        sample = fuse_window(window)
+    except (UsageError, OperationalError) as exc:
+        _fail(exc)
+    if as_json:
+        sys.stdout.write(sample.model_dump_json(indent=2) + "\n")
+        return
+    sys.stdout.write(sample.text + "\n")
+    p = sample.provenance
+    ratio = 1 - p.fused_bytes / p.raw_bytes if p.raw_bytes else float("nan")
+    err.print(f"{p.raw_bytes} raw bytes -> {p.fused_bytes} fused bytes (compression {ratio:.4f})")
+
+
+@eval_app.command("rca")
+def eval_rca(
+    source: Annotated[Path, typer.Argument(help="A dataset folder (manifest.json) or a campaign output folder "
+                                           "(injections/*/window).", show_default=False)],
+    predictor: Annotated[str, typer.Option(help="baseline: the evidence ranker.")] = "baseline",
+    split: Annotated[str, typer.Option(help="heldout, train or all (datasets only).")] = "all",
+    raw: Annotated[bool, typer.Option("--raw", help="Campaign folders: rank on every anomaly of the raw "
+                                      "window instead of the fused sample's capped evidence.")] = False,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+) -> None:
+    """Score a root-cause predictor: component, type and level accuracy, ac@1, ac@3, avg@5, per fault
+    type, with a constant guess beside them."""
+    from opsllm.evaluation.rca import score
+    from opsllm.evaluation.sources import load_samples, predictor_named
+
+    try:
+        chosen = predictor_named(predictor)
+        samples = load_samples(source, split=split, raw=raw, progress=not quiet and not as_json, console=err)
+        result = score(samples, chosen)
+    except (UsageError, OperationalError) as exc:
+        _fail(exc)
+    result["predictor"] = predictor
+    result["source"] = str(source)
+    if as_json:
+        sys.stdout.write(json.dumps(result, indent=2) + "\n")
+        return
+    table = Table("", "samples", "component_acc", "type_acc", "level_acc", "ac@1", "ac@3", "avg@5")
+    rows = [(predictor, result), ("constant guess", result["constant_guess"])]
+    rows += [(f"  {k}", v) for k, v in result["per_fault_type"].items()]
+    for name, r in rows:
+        table.add_row(name, str(r["samples"]), *(f"{r[k]:.3f}" for k in
+                                                 ("component_acc", "type_acc", "level_acc", "ac@1", "ac@3", "avg@5")))
+    out.print(table)
 
 
 @lab_app.command("simulate")

@@ -124,7 +124,8 @@ COLUMN_DOCS: dict[str, dict[str, str]] = {
         "timestamp": "Sample time, UTC, millisecond precision (Prometheus' own resolution).",
         "metric": "Metric name as the source names it (Prometheus names, e.g. "
                   "`container_cpu_usage_seconds_total`).",
-        "component": "Component (Deployment/service) the series belongs to; empty for node-level series.",
+        "component": "Component (Deployment/service) the series belongs to; the node's name for node-level "
+                     "series.",
         "pod": "Pod the series belongs to; empty for component-level and node-level series.",
         "node": "Node of the pod, or of a node-level series; empty when unknown.",
         "value": "Sample value in the metric's own unit (Prometheus convention: the name's suffix, "

@@ -399,9 +399,9 @@ def test_adservice_exception_has_a_java_stack_trace():
     rec = check_log4j(lines[0])
     assert rec["level"] == "ERROR" and lines[0]["level"] == "error"
     thrown = rec["thrown"]
-    assert thrown["name"] == "java.lang.RuntimeException"
+    assert thrown["name"] == "java.io.IOException"
     trace = thrown["extendedStackTrace"]
-    assert trace.startswith("java.lang.RuntimeException: ")
+    assert trace.startswith("java.io.IOException: injected by chaos")
     assert re.search(r"\n\tat hipstershop\.AdService\$AdServiceImpl\.getAds\(AdService\.java:\d+\)", trace)
     # grpc-java answers the frontend with UNKNOWN and a fixed description.
     warn = check_go(lines[1])

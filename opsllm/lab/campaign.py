@@ -10,9 +10,12 @@ Output folder::
         window/               the raw telemetry window (docs/window-format.md)
         label.json            ground truth: component, level, fault type, start, end, params
         chaos.yaml            the Chaos Mesh object a cluster run applies for this injection
+      dataset/                the fused RCA samples, one per injection (docs/datasets.md)
 
 Each injection folder appears in one rename once complete, so a killed run leaves either a whole
 injection or nothing (a hidden temporary folder, removed on the next run); a rerun skips what exists.
+Samples are fused as injections finish and flushed to the dataset in shards; a rerun fuses again the
+windows whose samples did not reach the dataset.
 """
 
 from __future__ import annotations
@@ -84,13 +87,31 @@ def write_injection(folder: Path, inj: PlannedInjection, twin: Twin, namespace: 
         write_text_atomic(tmp / "chaos.yaml", to_yaml(chaos))
 
 
+DATASET = "dataset"
+FLUSH_EVERY = 50
+
+
+def _sample(folder: Path, inj: PlannedInjection):
+    from opsllm.fusion import fuse_window
+
+    return fuse_window(folder / "window", label=inj.label(),
+                       provenance={"campaign": inj.campaign, "injection": inj.id, "source": "twin"})
+
+
 def run_campaign(campaign: InjectionCampaign, out: str | Path, *, crd_path: str | None = None,
-                 limit: int | None = None,
+                 limit: int | None = None, fuse: bool = True,
                  on_progress: Callable[[int, int, PlannedInjection, bool], None] | None = None) -> CampaignResult:
-    """Run ``campaign`` on the twin into ``out``; resumes where a previous run stopped."""
+    """Run ``campaign`` on the twin into ``out``, fusing each window into ``out/dataset`` unless ``fuse``
+    is false; resumes where a previous run stopped."""
     out = Path(out)
     injections = plan(campaign)
     _prepare(out, campaign)
+    store = None
+    if fuse:
+        from opsllm.data.store import DatasetStore
+
+        store = DatasetStore.open_or_create(out / DATASET, name=campaign.metadata.name)
+        fused = store.ids()
     write_json_atomic(out / "plan.json", [i.model_dump(mode="json") for i in injections])
     twin = Twin.from_campaign(campaign.spec)
     namespace = campaign.spec.system.namespace
@@ -108,9 +129,16 @@ def run_campaign(campaign: InjectionCampaign, out: str | Path, *, crd_path: str 
             write_injection(folder, inj, twin, namespace, crd_path)
             written.append(inj.id)
             done += 1
+        if store is not None and inj.id not in fused:
+            store.add(_sample(folder, inj))
+            if n % FLUSH_EVERY == 0:
+                store.flush()
+        if not already:
             _status(out, "Running", done, len(injections))
         if on_progress:
             on_progress(n, len(todo), inj, already)
+    if store is not None:
+        store.flush()
     _status(out, "Succeeded" if done == len(injections) else "Partial", done, len(injections))
     return CampaignResult(out, len(injections), written, skipped)
 

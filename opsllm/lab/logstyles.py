@@ -1319,7 +1319,7 @@ def _ad_served_error(b: _Batch, idx: np.ndarray) -> None:
         # An exception escaping getAds reaches grpc's SerializingExecutor, which logs it at SEVERE.
         oom = [b.detail[i] == "oom" for i in g.tolist()]
         thrown = [_thrown("java.lang.OutOfMemoryError", "Java heap space") if o
-                  else _thrown("java.lang.RuntimeException", "BOOM") for o in oom]
+                  else _thrown("java.io.IOException", "injected by chaos") for o in oom]
         runnable = [f"Exception while executing runnable io.grpc.internal.ServerImpl$JumpToApplicationThread"
                     f"ServerStreamListener$1HalfClosed@{x:08x}" for x in (b.r[g] & np.uint64(0x7FFFFFFF)).tolist()]
         _log4j(b, g, 0, b.t_at(g, 1.0), "ERROR", "io.grpc.internal.SerializingExecutor", runnable, thrown=thrown)

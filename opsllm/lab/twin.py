@@ -418,7 +418,7 @@ class Twin:
                     sc = np.where(sc == V.code("OK"), V.code("200"), sc)
                 skew = s.skew_s[rp[served], rs[served]] * 1e6
                 ctx.span(trace[sp], server_id[sp], client_id[sp] if not root else parent[sp],
-                         call.service, call.operation, "server", start[served] + skew,
+                         call.service, call.operation, "server", start[served], skew,
                          server_ms[served], sc, rp[served])
                 ok_served = s_code[served] == V.code("OK")
                 if call.service != "redis-cart":
@@ -437,7 +437,7 @@ class Twin:
         else:
             skew = s.skew_s[caller, sec] * 1e6
             ctx.span(trace, client_id, parent, self._comp_of_pod[int(caller[0])], call.operation, "client",
-                     t_us + skew, elapsed, code, caller)
+                     t_us, skew, elapsed, code, caller)
         return elapsed, code == V.code("OK"), code, detail
 
     # ---- driver ----------------------------------------------------------------------------
@@ -673,10 +673,11 @@ class _Run:
         self._traces += n
         return out
 
-    def span(self, trace, span_id, parent, service: str, operation: str, kind: str, start_us, ms, code,
-             pod) -> None:
+    def span(self, trace, span_id, parent, service: str, operation: str, kind: str, start_us, skew_us, ms,
+             code, pod) -> None:
+        """Spans as recorded: ``start_us`` on the true clock, ``skew_us`` what the pod's clock adds."""
         self._spans.append((trace, span_id, parent, self.services(service), self.ops(operation),
-                            kind, start_us, ms, code, pod))
+                            kind, start_us, ms, code, pod, skew_us))
 
     def event(self, at_us, pod, event: str, *, call_op: str = "", callee_op: str = "", peer: str = "",
               code=None, detail=None, trace=None, dur=None) -> None:
@@ -734,6 +735,7 @@ class _Run:
             "start": np.concatenate(cols[6]), "ms": np.concatenate(cols[7]),
             "code": np.concatenate([np.broadcast_to(c, np.size(t)) for c, t in zip(cols[8], cols[0], strict=True)]),
             "pod": np.concatenate([np.broadcast_to(p, np.size(t)) for p, t in zip(cols[9], cols[0], strict=True)]),
+            "skew": np.concatenate([np.broadcast_to(k, np.size(t)) for k, t in zip(cols[10], cols[0], strict=True)]),
         }
         return out
 
@@ -764,10 +766,8 @@ class _Run:
             if server:
                 sel &= key_service == self.services.index[svc]
             cpu[sel], req[sel], resp[sel] = op.cpu_ms, op.req_bytes, op.resp_bytes
-        true_start = sp["start"][m]
-        # metrics are scraped on Prometheus' clock, not the pod's: undo any clock skew
-        skew = self.state.skew_s[sp["pod"][m], np.clip(((true_start - self.t0_us) // 1e6).astype(int), 0, T - 1)]
-        sec = np.clip(((true_start - skew * 1e6 - self.t0_us) // 1e6).astype(np.int64), 0, T - 1)
+        # metrics are scraped on Prometheus' clock, not the pod's: the true start, without skew
+        sec = np.clip(((sp["start"][m] - self.t0_us) // 1e6).astype(np.int64), 0, T - 1)
         ok_codes = [V.codes.index.get("OK", -1), V.codes.index.get("200", -1)]
         return {"pod": sp["pod"][m].astype(np.int64), "sec": sec, "ms": sp["ms"][m],
                 "err": (~np.isin(sp["code"][m], ok_codes)).astype(float), "cpu_ms": cpu,
@@ -792,7 +792,8 @@ class _Run:
         sp = self._cached_spans()
         if not sp:
             return SPANS_SCHEMA.empty_table()
-        order = np.lexsort((sp["span"], sp["start"]))
+        recorded = sp["start"] + sp["skew"]
+        order = np.lexsort((sp["span"], recorded))
         tr = sp["trace"][order]
         hi, lo = self._trace_words()
         pods = [p.name for p in self.state.topo.pods]
@@ -802,7 +803,7 @@ class _Run:
             _hex_column(sp["parent"][order]),
             _dict_array(sp["service"][order], self.services.values()),
             _dict_array(sp["op"][order], self.ops.values()),
-            pa.array(sp["start"][order].astype(np.int64), pa.timestamp("us", tz="UTC")),
+            pa.array(recorded[order].astype(np.int64), pa.timestamp("us", tz="UTC")),
             pa.array(np.round(sp["ms"][order] * 1000).astype(np.int64), pa.int64()),
             _dict_array(sp["code"][order], self.vocab.codes.values()),
             _dict_array(sp["pod"][order], pods),

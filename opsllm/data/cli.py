@@ -1,0 +1,99 @@
+"""``opsllm dataset``: statistics, exports and imports of dataset stores.
+
+Registered in :mod:`opsllm.cli` as ``app.add_typer(dataset_app, name="dataset")``. Exit codes: 0 on
+success, 2 for a usage error (fix the input and run again), 1 for any other failure.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from opsllm.errors import OpsLLMError, UsageError
+
+dataset_app = typer.Typer(help="Dataset stores: statistics, exports, imports.", no_args_is_help=True)
+import_app = typer.Typer(help="Import public datasets as raw windows with labels.", no_args_is_help=True)
+dataset_app.add_typer(import_app, name="import")
+
+out = Console()
+err = Console(stderr=True)
+
+DatasetDir = Annotated[Path, typer.Argument(help="A dataset folder (holding manifest.json).", show_default=False)]
+
+
+def _fail(exc: Exception) -> NoReturn:
+    code = 2 if isinstance(exc, UsageError) else 1
+    # soft_wrap: paths in messages stay whole, for people to copy and for tools to grep.
+    err.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+@dataset_app.command("stats")
+def stats(directory: DatasetDir, as_json: Annotated[bool, typer.Option("--json", help="Print the stats "
+                                                                       "dict as JSON.")] = False) -> None:
+    """Counts, sizes and compression of a dataset, by fault type, kind, level, component and split."""
+    from opsllm.data.store import DatasetStore
+
+    try:
+        result = DatasetStore.open(directory).stats()
+    except OpsLLMError as exc:
+        _fail(exc)
+    if as_json:
+        sys.stdout.write(json.dumps(result, indent=2) + "\n")
+        return
+    ratio = result["compression_ratio"]
+    head = Table("dataset", "samples", "heldout fraction", "raw bytes (mean)", "fused bytes (mean)",
+                 "compression", title=f"dataset {result['name']}")
+    head.add_row(str(directory), str(result["samples"]), f"{result['heldout_fraction']:g}",
+                 f"{result['raw_bytes_mean']:,.0f}", f"{result['fused_bytes_mean']:,.0f}",
+                 "n/a" if ratio is None else f"{ratio:.2%}")
+    out.print(head)
+    for key in ("split", "fault_type", "kind", "level", "component", "source"):
+        counts = result[f"by_{key}"]
+        table = Table(key.replace("_", " "), "samples", "share")
+        for name, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
+            table.add_row(name, str(n), f"{n / result['samples']:.1%}" if result["samples"] else "-")
+        out.print(table)
+
+
+@dataset_app.command("export")
+def export_cmd(
+    directory: DatasetDir,
+    fmt: Annotated[str, typer.Option("--format", "-f", help="hf, llamafactory, verl or rcaeval.",
+                                     show_default=False)],
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder to create (must not exist).", show_default=False)],
+    windows: Annotated[Path | None, typer.Option("--windows", help="Campaign output folder holding "
+                                                 "injections/<id>/window (needed by --format rcaeval).")] = None,
+) -> None:
+    """Export a dataset for training (hf, llamafactory, verl) or benchmarking (rcaeval)."""
+    from opsllm.data.export import export, summary_text
+
+    try:
+        summary = export(directory, fmt, out_dir, windows_root=windows)
+    except OpsLLMError as exc:
+        _fail(exc)
+    out.print(summary_text(summary), highlight=False, soft_wrap=True)
+
+
+@import_app.command("rcaeval")
+def import_rcaeval(
+    path: Annotated[Path, typer.Argument(help="An RCAEval case folder (holding inject_time.txt) or a folder of "
+                                         "cases, e.g. RE2-OB.", show_default=False)],
+    out_dir: Annotated[Path, typer.Option("--out", help="Output folder: injections/<case>/window and label.json; "
+                                          "a rerun resumes there.", show_default=False)],
+) -> None:
+    """Import RCAEval cases as raw windows, each with its label.json beside it."""
+    from opsllm.data.rcaeval import import_cases
+
+    try:
+        result = import_cases(path, out_dir)
+    except OpsLLMError as exc:
+        _fail(exc)
+    out.print(f"{len(result['written'])} cases imported, {len(result['skipped'])} already there -> {out_dir}",
+              highlight=False, soft_wrap=True)

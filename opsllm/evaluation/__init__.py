@@ -1,0 +1,1 @@
+"""Evaluation: RCA metrics, predictors, reports."""

@@ -1,0 +1,199 @@
+"""A non-LLM root-cause ranker over fused samples: the bar every trained model must clear.
+
+Ranking: every component's evidence is scored (the strongest item per modality, summed); errors that
+one caller sees on calls to several callees are the caller's (its DNS, its network), not the callees';
+the load generator's symptoms belong to the frontend it calls. Then, from the highest-scored
+component, the ranker walks down the call graph while a callee carries a good share of the caller's
+score: symptoms propagate upstream, so the deepest anomalous component is the likeliest cause. Node
+evidence competes with the services on the node.
+
+Fault type: read off the chosen component's evidence by rules on modality, pattern and signal (a
+restart with a short outage is a container kill, redis AOF errors an I/O fault, a span outside its
+parent a clock skew, ...), documented in ``_classify``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from dataclasses import dataclass
+
+from opsllm.spec.sample import Evidence, RCASample
+
+FRONT = "frontend"
+CLIENT = "loadgenerator"
+DESCEND_SHARE = 0.3
+
+
+@dataclass(frozen=True)
+class Prediction:
+    ranking: list[str]   # candidate components, most likely first
+    fault_type: str
+    level: str
+
+
+def attribute(sample: RCASample) -> dict[str, list[Evidence]]:
+    """Evidence grouped by the component it speaks for."""
+    ev = sample.observation.evidence
+    graph = sample.observation.call_graph
+    callers_of: dict[str, set[str]] = defaultdict(set)
+    for caller, callees in graph.items():
+        for callee in callees:
+            callers_of[callee].add(caller)
+    failing: dict[str, set[str]] = defaultdict(set)   # callee -> callers that see its calls fail
+    targets: dict[str, set[str]] = defaultdict(set)   # caller -> callees whose calls fail
+    for e in ev:
+        if e.modality == "traces" and e.pattern == "errors" and e.detail.get("caller"):
+            failing[e.component].add(e.detail["caller"])
+            targets[e.detail["caller"]].add(e.component)
+    out: dict[str, list[Evidence]] = defaultdict(list)
+    for e in ev:
+        owner = e.component
+        caller = e.detail.get("caller", "") if e.modality == "traces" else ""
+        if e.pattern == "errors" and caller:
+            # One client failing towards several callees, or the only one of several callers to fail
+            # towards a callee: the client's side (its DNS, its network) is at fault, not the callee.
+            others_fine = len(callers_of[owner] - {CLIENT}) >= 2 and failing[owner] == {caller}
+            if len(targets[caller]) >= 2 or others_fine:
+                owner = caller
+        if owner == CLIENT:
+            owner = FRONT
+        out[owner].append(e)
+    return out
+
+
+# Severity at which a modality's evidence counts fully: scales differ (robust z for metrics, rate
+# ratios for logs and traces), and a fixed reference keeps a modality holding only noise from
+# counting as much as one holding the fault.
+REFERENCE = {"metrics": 20.0, "logs": 10.0, "traces": 10.0}
+
+
+def _normalised(groups: dict[str, list[Evidence]]) -> dict[str, float]:
+    """Per component, the strongest item of each modality against its reference (capped at 2), summed:
+    agreeing modalities add up."""
+    best: dict[tuple[str, str], float] = {}
+    for component, items in groups.items():
+        for e in items:
+            key = (component, e.modality)
+            best[key] = max(best.get(key, 0.0), min(e.severity / REFERENCE[e.modality], 2.0))
+    scores: dict[str, float] = defaultdict(float)
+    for (component, _), value in best.items():
+        scores[component] += value
+    return scores
+
+
+def rank(sample: RCASample) -> list[str]:
+    groups = attribute(sample)
+    candidates = sample.candidates.components
+    norm = _normalised(groups)
+    scores = {c: norm.get(c, 0.0) for c in candidates}
+    graph = sample.observation.call_graph
+    order = sorted(candidates, key=lambda c: (-scores[c], c))
+    if not order or scores[order[0]] == 0:
+        return order
+    top = order[0]
+    seen = {top}
+    while True:
+        callees = [c for c in graph.get(top, []) if c in scores and c not in seen]
+        best = max(callees, key=lambda c: (scores[c], c), default=None)
+        if best is None or scores[best] < DESCEND_SHARE * scores[top]:
+            break
+        seen.add(best)
+        top = best
+    # A node under pressure explains its pods: prefer it when the chosen service runs there.
+    nodes_of_top = {e.detail.get("node") for e in groups.get(top, []) if e.detail.get("node")}
+    for node in sorted(nodes_of_top):
+        node_items = [e for e in groups.get(node, []) if e.signal.startswith("node_")]
+        if node_items and node in scores and scores[node] >= 0.5 * scores[top]:
+            top = node
+            break
+    return [top] + [c for c in order if c != top]
+
+
+_LOG_RULES: tuple[tuple[str, str], ...] = (
+    (r"AOF|MISCONF", "io-fault"),
+    (r"fsync is taking too long", "io-latency"),
+    (r"no such host|name resolver|produced zero addresses", "dns-error"),
+    (r"GC\(\d*\)|Pause Full|garbage", "jvm-gc"),
+    (r"Exception|exception", "jvm-exception"),
+    (r"out of memory|OutOfMemory|heap limit", "memory-stress"),
+)
+
+
+def _classify(component: str, items: list[Evidence], sample: RCASample) -> str:
+    """Fault type from the chosen component's evidence, most specific rules first."""
+    metrics = {e.signal: e for e in items if e.modality == "metrics"}
+    traces = [e for e in items if e.modality == "traces"]
+    logs = [e for e in items if e.modality == "logs"]
+    if component.startswith("lab-node") or any(s.startswith("node_") for s in metrics):
+        node = {s: e.severity for s, e in metrics.items() if s.startswith("node_")}
+        if node:
+            best = max(node, key=node.get)
+            return {"node_cpu_utilisation": "node-cpu-pressure", "node_memory_utilisation": "node-memory-pressure",
+                    "node_filesystem_usage_ratio": "node-disk-pressure"}.get(best, "node-cpu-pressure")
+    if any(e.pattern == "clock_skew" for e in traces):
+        return "time-skew"
+    as_caller = [e for e in traces if e.pattern == "errors" and e.detail.get("caller") == component]
+    if as_caller:
+        codes = {c for e in as_caller for c in e.detail.get("codes", {})}
+        return "dns-random" if codes == {"DEADLINE_EXCEEDED"} else "dns-error"
+    text = " ".join(e.signal + " " + str(e.detail.get("example", "")) for e in logs)
+    if component == "redis-cart" or "AOF" in text:
+        if re.search(r"Error writing|MISCONF|No space", text) or any(
+                "ERROR" in e.detail.get("codes", {}) for e in traces):
+            return "io-fault"
+        if component == "redis-cart":
+            return "io-latency"
+    for pattern, fault in _LOG_RULES:
+        if re.search(pattern, text):
+            return fault
+    if "restarts_total" in metrics or "ready" in metrics:
+        ready = metrics.get("ready")
+        down = ready.detail.get("seconds", 0) if ready else 0
+        gap = max((e.detail.get("seconds", 0) for e in items
+                   if e.modality == "metrics" and e.detail.get("direction") == "gap"), default=0)
+        outage = max(down, gap)
+        if outage >= 60:
+            return "pod-failure"
+        return "container-kill" if outage <= 8 else "pod-kill"
+    if component == FRONT and any(e.component == CLIENT for e in items):
+        client = [e for e in items if e.component == CLIENT]
+        errors = any(e.signal == "error_rate" or "HTTPError" in e.signal or "Connection" in e.signal for e in client)
+        dropped = any(e.signal == "request_rate" and e.detail.get("direction") == "down"
+                      for e in sample.observation.evidence if e.component != CLIENT)
+        if errors:
+            return "http-abort" if dropped or any("Connection" in e.signal for e in client) else "http-replace"
+        return "http-delay"
+    if component == "adservice" and traces:
+        return "jvm-latency"
+    cpu, mem = metrics.get("cpu_usage_cores"), metrics.get("memory_working_set_bytes")
+    if cpu and cpu.detail.get("direction") == "up" and (not mem or cpu.severity >= mem.severity):
+        return "cpu-stress"
+    if mem and mem.detail.get("direction") == "up":
+        return "memory-stress"
+    codes = {c for e in traces if e.pattern == "errors" for c in e.detail.get("codes", {})}
+    if "DEADLINE_EXCEEDED" in codes:
+        return "network-partition"
+    latency = [e for e in traces if e.pattern == "latency" and e.detail.get("kind") == "client"]
+    if latency:
+        tx = metrics.get("network_transmit_bytes_per_second")
+        if tx and tx.detail.get("direction") in ("down", "gap"):
+            return "network-bandwidth"
+        strongest = max(latency, key=lambda e: e.severity).detail
+        spread = (strongest.get("excess_p90_ms") or 0) / max(strongest.get("excess_p50_ms") or 1e-3, 1e-3)
+        lossy = strongest.get("slow_share", 1.0) < 0.75 or spread > 2.5
+        return "network-loss" if lossy else "network-delay"
+    if "network_transmit_bytes_per_second" in metrics or "network_receive_bytes_per_second" in metrics:
+        return "network-duplicate"
+    if cpu:
+        return "cpu-stress"
+    return "network-delay"
+
+
+def predict(sample: RCASample) -> Prediction:
+    ranking = rank(sample)
+    top = ranking[0] if ranking else ""
+    items = attribute(sample).get(top, [])
+    fault = _classify(top, items, sample)
+    level = "node" if fault.startswith("node-") else "pod" if fault == "pod-kill" else "service"
+    return Prediction(ranking=ranking, fault_type=fault, level=level)

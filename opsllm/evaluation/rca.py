@@ -1,0 +1,73 @@
+"""Scoring root-cause predictions against labels.
+
+- ``component_acc``: the top component is the label's;
+- ``type_acc``: component and fault type both right (the paper's type-level accuracy);
+- ``level_acc``: the predicted level (service, pod, node) is the label's;
+- ``ac@k``: the label's component is among the first k of the ranking; ``avg@5`` the mean of ac@1..ac@5;
+- the same figures per fault type, and for a constant guess (the most frequent component and fault type
+  of the scored set) beside them: a predictor is only worth what it adds over that.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from opsllm.evaluation.baseline import Prediction
+from opsllm.spec.sample import RCASample
+
+Predictor = Callable[[RCASample], Prediction]
+
+
+@dataclass
+class _Tally:
+    n: int = 0
+    component: int = 0
+    both: int = 0
+    level: int = 0
+    at: tuple[int, ...] = (0, 0, 0, 0, 0)
+
+    def add(self, pred: Prediction, truth) -> None:
+        self.n += 1
+        hit = [truth.component in pred.ranking[:k] for k in range(1, 6)]
+        self.at = tuple(a + int(h) for a, h in zip(self.at, hit, strict=True))
+        top = pred.ranking[0] if pred.ranking else ""
+        self.component += int(top == truth.component)
+        self.both += int(top == truth.component and pred.fault_type == truth.fault_type)
+        self.level += int(pred.level == truth.level)
+
+    def figures(self) -> dict[str, float]:
+        n = max(self.n, 1)
+        return {"samples": self.n, "component_acc": self.component / n, "type_acc": self.both / n,
+                "level_acc": self.level / n, "ac@1": self.at[0] / n, "ac@3": self.at[2] / n,
+                "avg@5": sum(self.at) / (5 * n)}
+
+
+def score(samples: Iterable[RCASample], predictor: Predictor) -> dict:
+    """Figures of ``predictor`` on the labelled samples, with a constant guess beside them."""
+    samples = list(samples)
+    labelled = [s for s in samples if s.label is not None]
+    overall, per_type = _Tally(), {}
+    preds = []
+    for sample in labelled:
+        pred = predictor(sample)
+        preds.append(pred)
+        overall.add(pred, sample.label)
+        per_type.setdefault(sample.label.fault_type, _Tally()).add(pred, sample.label)
+    comp = Counter(s.label.component for s in labelled).most_common(1)
+    ftype = Counter(s.label.fault_type for s in labelled).most_common(1)
+    level = Counter(s.label.level for s in labelled).most_common(1)
+    constant = _Tally()
+    if labelled:
+        ranked = [c for c, _ in Counter(s.label.component for s in labelled).most_common()]
+        guess = Prediction(ranking=ranked, fault_type=ftype[0][0], level=level[0][0])
+        for s in labelled:
+            constant.add(guess, s.label)
+    return {
+        **overall.figures(),
+        "per_fault_type": {k: v.figures() for k, v in sorted(per_type.items())},
+        "constant_guess": {**constant.figures(), "component": comp[0][0] if comp else None,
+                           "fault_type": ftype[0][0] if ftype else None},
+        "unlabelled_skipped": len(samples) - len(labelled),
+    }

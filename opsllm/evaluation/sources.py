@@ -1,0 +1,48 @@
+"""Where evaluation reads samples from, and the predictors it can run by name."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import Progress
+
+from opsllm.errors import UsageError
+from opsllm.evaluation.baseline import Prediction, predict
+from opsllm.spec.sample import RCASample
+
+PREDICTORS: dict[str, Callable[[RCASample], Prediction]] = {"baseline": predict}
+
+
+def predictor_named(name: str) -> Callable[[RCASample], Prediction]:
+    if name not in PREDICTORS:
+        raise UsageError(f"unknown predictor {name!r}; available: {', '.join(PREDICTORS)}")
+    return PREDICTORS[name]
+
+
+def load_samples(source: Path, *, split: str = "all", raw: bool = False, progress: bool = False,
+                 console: Console | None = None) -> list[RCASample]:
+    """Samples of a dataset folder, or of a campaign folder's windows fused now (``raw``: uncapped)."""
+    from opsllm.data.store import MANIFEST, SPLITS, DatasetStore
+    from opsllm.fusion import RAW, FusionConfig, fuse_window
+
+    source = Path(source)
+    if split not in (*SPLITS, "all"):
+        raise UsageError(f"split {split!r} is unknown; use {', '.join(SPLITS)} or all")
+    if (source / MANIFEST).exists():
+        if raw:
+            raise UsageError("--raw needs the raw windows: pass the campaign folder, not its dataset")
+        return list(DatasetStore.open(source).samples(None if split == "all" else split))
+    windows = sorted(p for p in (source / "injections").glob("*/window") if p.is_dir())
+    if not windows:
+        raise UsageError(f"{source} is neither a dataset (no {MANIFEST}) nor a campaign output folder (no "
+                         "injections/*/window); pass one of those")
+    config = RAW if raw else FusionConfig()
+    samples = []
+    with Progress(console=console, disable=not progress, transient=True) as bar:
+        task = bar.add_task("fusing windows", total=len(windows))
+        for window in windows:
+            samples.append(fuse_window(window, config=config))
+            bar.advance(task)
+    return samples

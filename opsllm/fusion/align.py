@@ -1,0 +1,182 @@
+"""One raw window into one RCA sample: the three extractors, aligned by window and component.
+
+The window's first ``baseline_fraction`` is its baseline; the rest is observed. Fusion never reads the
+label: it is only attached to the finished sample. A missing or empty modality is stated in the sample,
+and data problems (clock skew between modalities, shifted time zones, NaN and gaps) become flags.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from opsllm.fusion.logs import LogFusionConfig, log_evidence
+from opsllm.fusion.metrics import MetricFusionConfig, metric_evidence
+from opsllm.fusion.render import render_text
+from opsllm.fusion.traces import TraceFusionConfig, trace_evidence
+from opsllm.spec.faults import FAULT_TYPES
+from opsllm.spec.injection import Label
+from opsllm.spec.sample import Candidates, Evidence, FusedObservation, ModalityStatus, Provenance, RCASample
+from opsllm.window import FILES, METADATA_FILE, Window, read_window
+
+CLIENT_ONLY = {"loadgenerator"}  # the lab's client: it reports symptoms, it is never a root cause
+MODALITY_OF = {"metrics": "metrics", "logs": "logs", "spans": "traces"}
+
+
+@dataclass(frozen=True)
+class FusionConfig:
+    baseline_fraction: float = 1 / 3
+    metrics: MetricFusionConfig = field(default_factory=MetricFusionConfig)
+    logs: LogFusionConfig = field(default_factory=LogFusionConfig)
+    traces: TraceFusionConfig = field(default_factory=TraceFusionConfig)
+    skew_tolerance_s: float = 120.0
+
+
+_ALL = 10**6
+RAW = FusionConfig(metrics=MetricFusionConfig(max_evidence=_ALL, per_component=_ALL),
+                   logs=LogFusionConfig(max_evidence=_ALL),
+                   traces=TraceFusionConfig(max_evidence=_ALL, per_pattern=_ALL, max_paths=_ALL))
+"""No caps: every anomaly found in the raw window (what a ranker on raw data would see)."""
+
+
+def candidates_of(window: Window) -> Candidates:
+    topo = window.meta.topology
+    services = [c["name"] for c in topo.get("components", []) if c["name"] not in CLIENT_ONLY]
+    nodes = [n["name"] for n in topo.get("nodes", [])]
+    return Candidates(components=services + nodes, fault_types=list(FAULT_TYPES))
+
+
+def call_graph_of(window: Window) -> dict[str, list[str]]:
+    graph: dict[str, list[str]] = {}
+    for edge in window.meta.topology.get("call_graph", []):
+        graph.setdefault(edge["caller"], []).append(edge["callee"])
+    return graph
+
+
+def _flags(window: Window, states: dict[str, ModalityStatus]) -> list[str]:
+    """Data problems a reader must know about."""
+    flags = []
+    start, end = pd.Timestamp(window.meta.start), pd.Timestamp(window.meta.end)
+    for name, frame, col in (("metrics", window.metrics, "timestamp"), ("logs", window.logs, "timestamp"),
+                             ("traces", window.spans, "start")):
+        if frame.empty:
+            continue
+        ts = frame[col]
+        outside = float(((ts < start) | (ts >= end)).mean())
+        shift = (ts.median() - (start + (end - start) / 2)).total_seconds()
+        if outside > 0.2:
+            hours = round(shift / 3600)
+            zone = f" (about {hours:+d} h: a time zone written as UTC?)" if hours and abs(shift - hours * 3600) < 900 \
+                else ""
+            flags.append(f"{name}: {outside:.0%} of timestamps fall outside the window, median off by "
+                         f"{shift:+.0f} s{zone}; they were ignored")
+            states[name] = ModalityStatus(state="partial", reason="timestamps outside the window")
+    if not window.metrics.empty:
+        nan = float(window.metrics["value"].isna().mean())
+        if nan > 0.01:
+            flags.append(f"metrics: {nan:.1%} of samples are NaN")
+    for record in window.meta.partial:
+        where = f" ({record.component})" if record.component else ""
+        flags.append(f"{record.modality}{where} is partial: {record.reason}")
+    return flags
+
+
+def _states(window: Window) -> dict[str, ModalityStatus]:
+    states = {}
+    for modality, frame in (("metrics", window.metrics), ("logs", window.logs), ("spans", window.spans)):
+        name = MODALITY_OF[modality]
+        if modality in window.missing:
+            states[name] = ModalityStatus(state="missing", reason=f"{FILES[modality]} absent")
+        elif frame.empty:
+            states[name] = ModalityStatus(state="empty", reason="no rows")
+        else:
+            states[name] = ModalityStatus(state="present")
+    for record in window.meta.partial:
+        name = MODALITY_OF.get(record.modality, record.modality)
+        if name in states and states[name].state == "present":
+            states[name] = ModalityStatus(state="partial", reason=record.reason)
+    return states
+
+
+def component_scores(evidence: list[Evidence], components: list[str]) -> dict[str, float]:
+    """Evidence aligned by component: the strongest item per modality, summed, so that agreeing
+    modalities outrank one loud one."""
+    best: dict[tuple[str, str], float] = {}
+    for e in evidence:
+        key = (e.component, e.modality)
+        best[key] = max(best.get(key, 0.0), e.severity)
+    scores: dict[str, float] = {}
+    for (component, _), value in best.items():
+        scores[component] = scores.get(component, 0.0) + value
+    ranked = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))
+    return {c: round(v, 3) for c, v in ranked if c in components or c in CLIENT_ONLY}
+
+
+def _in_window(frame: pd.DataFrame, col: str, start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
+    if frame.empty:
+        return frame
+    ts = frame[col]
+    return frame[(ts >= start) & (ts < end)]
+
+
+def observe(window: Window, config: FusionConfig = FusionConfig()) -> FusedObservation:
+    """The fused observation of a window (no label involved)."""
+    start, end = pd.Timestamp(window.meta.start), pd.Timestamp(window.meta.end)
+    baseline_end = start + (end - start) * config.baseline_fraction
+    states = _states(window)
+    flags = _flags(window, states)
+    metrics = _in_window(window.metrics, "timestamp", start, end)
+    if not metrics.empty:
+        metrics = metrics[np.isfinite(metrics["value"].to_numpy(dtype=float))]
+    m_ev, _ = metric_evidence(metrics, baseline_end=baseline_end, end=end, config=config.metrics)
+    l_ev, _ = log_evidence(_in_window(window.logs, "timestamp", start, end), start=start,
+                           baseline_end=baseline_end, end=end, config=config.logs)
+    # Spans go in whole: a shifted clock puts a pod's spans outside the window, and that is the evidence.
+    t_ev, paths, _ = trace_evidence(window.spans, start=start, baseline_end=baseline_end, end=end,
+                                    config=config.traces)
+    evidence = sorted(m_ev + l_ev + t_ev, key=lambda e: (-e.severity, e.modality, e.component, e.signal))
+    components = candidates_of(window).components
+    return FusedObservation(
+        start=window.meta.start, end=window.meta.end, system=window.meta.system,
+        modalities={k: states[k] for k in ("metrics", "logs", "traces")}, flags=flags, evidence=evidence,
+        propagation=paths, component_scores=component_scores(evidence, components),
+        call_graph=call_graph_of(window),
+    )
+
+
+def fuse(window: Window, *, sample_id: str | None = None, label: Label | None = None,
+         provenance: dict | None = None, config: FusionConfig = FusionConfig()) -> RCASample:
+    """The RCA sample of a window; ``label`` is attached, never read."""
+    observation = observe(window, config)
+    candidates = candidates_of(window)
+    text = render_text(observation, candidates, baseline_fraction=config.baseline_fraction)
+    prov = dict(provenance or {})
+    prov.setdefault("source", window.meta.source)
+    prov.setdefault("campaign", str(window.meta.extra.get("campaign", "")))
+    prov.setdefault("injection", str(window.meta.extra.get("injection", "")))
+    prov.setdefault("raw_bytes", raw_bytes(window.path))
+    prov["fused_bytes"] = len(text.encode())
+    ident = sample_id or prov.get("injection") or Path(window.path).name
+    return RCASample(id=ident, observation=observation, text=text, candidates=candidates, label=label,
+                     provenance=Provenance(**prov))
+
+
+def raw_bytes(path: Path | str) -> int:
+    root = Path(path)
+    return sum((root / f).stat().st_size for f in [METADATA_FILE, *FILES.values()] if (root / f).exists())
+
+
+def fuse_window(path: Path | str, *, label: Label | None = None, provenance: dict | None = None,
+                config: FusionConfig = FusionConfig()) -> RCASample:
+    """Read a raw window folder and fuse it. A ``label.json`` beside the folder is attached when
+    ``label`` is not given (an injection folder's layout: ``<injection>/window`` and ``<injection>/label.json``)."""
+    path = Path(path)
+    window = read_window(path)
+    if label is None:
+        beside = path.parent / "label.json"
+        if beside.exists():
+            label = Label.model_validate_json(beside.read_text())
+    return fuse(window, label=label, provenance=provenance, config=config)

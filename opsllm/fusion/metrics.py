@@ -1,0 +1,194 @@
+"""Metric anomaly patterns of one window, each series against its own baseline.
+
+Every series (metric, component, pod) is laid on a grid of the window's timestamps. Its baseline is
+the first part of the window (``baseline_end``): median and a robust spread (1.4826 x MAD, with a floor
+so that flat series do not divide by zero). Observed points become robust z-scores, and the run of
+points beyond the threshold decides the pattern:
+
+- ``spike``: a short excursion (shorter than ``sustain_s``) upwards;
+- ``sustained_increase``: a long excursion upwards that ends before the window does;
+- ``abrupt_drop``: a fall (or the series vanishing, as cAdvisor's do while a container is down);
+- ``persistent_deviation``: an excursion still in place at the end of the window.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from opsllm.spec.sample import Evidence
+
+# Spread floors per metric family, in the metric's unit: below these, a change is noise.
+ABS_FLOOR = {"cpu_usage_cores": 0.005, "memory_working_set_bytes": 4 * 2**20, "restarts_total": 0.1,
+             "ready": 0.1, "request_rate": 0.05, "error_rate": 0.02, "latency_p50_ms": 0.5,
+             "latency_p99_ms": 1.0, "network_receive_bytes_per_second": 500.0,
+             "network_transmit_bytes_per_second": 500.0, "node_cpu_utilisation": 0.02,
+             "node_memory_utilisation": 0.01, "node_filesystem_usage_ratio": 0.01}
+
+
+# Spread floors relative to the baseline level: rates and histogram quantiles from a few requests a
+# second move in coarse steps, so only large relative changes count.
+REL_FLOOR = {"latency_p50_ms": 0.3, "latency_p99_ms": 0.3, "request_rate": 0.2, "error_rate": 0.2,
+             "network_receive_bytes_per_second": 0.2, "network_transmit_bytes_per_second": 0.2,
+             "cpu_usage_cores": 0.1}
+# Series that vanish when a container stops (cAdvisor's); quantiles vanish too when traffic stops,
+# which is a symptom rather than a cause.
+CONTAINER_SERIES = ("cpu_usage_cores", "memory_working_set_bytes", "network_receive_bytes_per_second",
+                    "network_transmit_bytes_per_second")
+# Whole-number state changes: one restart, one readiness flip, are strong evidence whatever their z.
+STATE_SEVERITY = {"restarts_total": 30.0, "ready": 30.0}
+
+
+@dataclass(frozen=True)
+class MetricFusionConfig:
+    threshold: float = 4.0        # robust z beyond which a point is anomalous
+    sustain_s: float = 30.0       # shorter excursions are spikes
+    rel_floor: float = 0.05       # spread floor relative to the baseline level
+    max_evidence: int = 16
+    per_component: int = 5        # so that one loud component cannot crowd out the others
+    max_z: float = 100.0          # severities are capped: beyond this, size says nothing more
+
+
+def _grid(metrics: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """Series keys, the time axis (ns), and values as a [series, time] array with NaN for gaps."""
+    keys = metrics[["metric", "component", "pod", "node"]].astype(str)
+    codes, uniques = pd.MultiIndex.from_frame(keys).factorize()
+    times = metrics["timestamp"].to_numpy(dtype="datetime64[ns]").astype(np.int64)
+    t_codes, t_uniques = pd.factorize(times, sort=True)
+    grid = np.full((len(uniques), len(t_uniques)), np.nan)
+    grid[codes, t_codes] = metrics["value"].to_numpy(dtype=float)
+    series = uniques.to_frame(index=False)
+    series.columns = ["metric", "component", "pod", "node"]
+    return series, np.asarray(t_uniques), grid
+
+
+def _longest_run(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Start index and length of the longest run of True per row (length 0 where none)."""
+    n, m = mask.shape
+    padded = np.zeros((n, m + 2), dtype=np.int8)
+    padded[:, 1:-1] = mask
+    diff = np.diff(padded, axis=1)
+    start_r, start_c = np.nonzero(diff == 1)
+    _end_r, end_c = np.nonzero(diff == -1)
+    lengths = end_c - start_c
+    best_len = np.zeros(n, dtype=np.int64)
+    best_start = np.zeros(n, dtype=np.int64)
+    if lengths.size:
+        order = np.lexsort((-start_c, lengths, start_r))  # per row, the longest (earliest on ties) last
+        last = np.r_[start_r[order][1:] != start_r[order][:-1], True]
+        rows = start_r[order][last]
+        best_len[rows] = lengths[order][last]
+        best_start[rows] = start_c[order][last]
+    return best_start, best_len
+
+
+def metric_evidence(metrics: pd.DataFrame, *, baseline_end: pd.Timestamp, end: pd.Timestamp,
+                    config: MetricFusionConfig = MetricFusionConfig()) -> tuple[list[Evidence], dict]:
+    """Anomalous series of the window, strongest first; and a summary of what was read."""
+    summary = {"series": 0, "points": len(metrics), "nan_points": 0, "gappy_series": 0}
+    if metrics.empty:
+        return [], summary
+    series, times, grid = _grid(metrics)
+    summary["series"] = len(series)
+    summary["nan_points"] = int(np.isnan(grid).sum())
+    cut = np.int64(pd.Timestamp(baseline_end).value)
+    stop = np.int64(pd.Timestamp(end).value)
+    base_cols = times < cut
+    obs_cols = (times >= cut) & (times < stop)
+    if base_cols.sum() < 3 or obs_cols.sum() < 1:
+        return [], summary
+    base, obs = grid[:, base_cols], grid[:, obs_cols]
+    obs_t = times[obs_cols]
+    step_s = float(np.median(np.diff(times)) / 1e9) if times.size > 1 else 1.0
+
+    with np.errstate(all="ignore"):
+        med = np.nanmedian(base, axis=1)
+        mad = np.nanmedian(np.abs(base - med[:, None]), axis=1) * 1.4826
+    floor = np.array([ABS_FLOOR.get(m, 1e-9) for m in series["metric"]])
+    rel = np.array([REL_FLOOR.get(m, config.rel_floor) for m in series["metric"]])
+    scale = np.maximum(np.nan_to_num(mad, nan=0.0), np.maximum(floor, rel * np.abs(np.nan_to_num(med))))
+    known = ~np.isnan(med)
+    z = (obs - med[:, None]) / scale[:, None]
+
+    # A series that vanishes in the observation period (and did not in the baseline) is an abrupt drop.
+    base_gap = np.isnan(base).mean(axis=1)
+    obs_gap_mask = np.isnan(obs)
+    container = series["metric"].isin(CONTAINER_SERIES).to_numpy()
+    gap_start, gap_len = _longest_run(obs_gap_mask & ((base_gap < 0.05) & container)[:, None])
+    summary["gappy_series"] = int((gap_len > 0).sum())
+
+    up_start, up_len = _longest_run(np.nan_to_num(z, nan=0.0) > config.threshold)
+    down_start, down_len = _longest_run(np.nan_to_num(z, nan=0.0) < -config.threshold)
+    evidence: list[Evidence] = []
+    n_obs = obs.shape[1]
+    for i in np.nonzero(known & ((up_len > 0) | (down_len > 0) | (gap_len > 0)))[0]:
+        metric, component, pod, node = series.iloc[i]
+        candidates = []
+        for direction, start, length in (("up", up_start[i], up_len[i]), ("down", down_start[i], down_len[i])):
+            if length == 0:
+                continue
+            run = z[i, start:start + length]
+            peak = float(np.nanmax(np.abs(run)))
+            seconds = length * step_s
+            to_end = start + length >= n_obs - 1
+            if direction == "down":
+                pattern = "persistent_deviation" if to_end and seconds >= config.sustain_s else "abrupt_drop"
+            elif to_end and seconds >= config.sustain_s:
+                pattern = "persistent_deviation"
+            elif seconds >= config.sustain_s:
+                pattern = "sustained_increase"
+            else:
+                pattern = "spike"
+            # Short blips weigh less than sustained shifts of the same height.
+            weight = min(1.0, 0.35 + seconds / (2 * config.sustain_s))
+            size = STATE_SEVERITY.get(metric, min(peak, config.max_z) * weight)
+            candidates.append((size, pattern, start, length, peak, direction))
+        if gap_len[i] > 0 and gap_len[i] * step_s >= 2 * step_s:
+            candidates.append((min(config.max_z, 6.0 + gap_len[i] * step_s / 10), "abrupt_drop", gap_start[i],
+                               gap_len[i], float("nan"), "gap"))
+        if not candidates:
+            continue
+        severity, pattern, start, length, peak, direction = max(candidates, key=lambda c: c[0])
+        window = obs[i, start:start + length]
+        observed = float(np.nanmedian(window)) if direction != "gap" else None
+        evidence.append(Evidence(
+            modality="metrics", component=str(component), pod=str(pod), pattern=pattern, signal=str(metric),
+            severity=round(float(severity), 3),
+            onset=pd.Timestamp(int(obs_t[start]), tz="UTC").to_pydatetime(),
+            detail={"baseline": _round(med[i]), "observed": _round(observed), "peak_z": _round(peak),
+                    "seconds": round(float(length * step_s), 1), "direction": direction, "node": str(node)},
+        ))
+    evidence = _merge_gaps(evidence)
+    evidence.sort(key=lambda e: (-e.severity, e.component, e.signal, e.pod))
+    kept: list[Evidence] = []
+    per: dict[str, int] = {}
+    for e in evidence:
+        if per.get(e.component, 0) < config.per_component:
+            per[e.component] = per.get(e.component, 0) + 1
+            kept.append(e)
+    return kept[:config.max_evidence], summary
+
+
+def _merge_gaps(evidence: list[Evidence]) -> list[Evidence]:
+    """A stopped container silences all its series at once: one item says so, naming them."""
+    gaps: dict[tuple[str, str], list[Evidence]] = {}
+    rest = []
+    for e in evidence:
+        if e.detail.get("direction") == "gap":
+            gaps.setdefault((e.component, e.pod), []).append(e)
+        else:
+            rest.append(e)
+    for (_component, _pod), items in gaps.items():
+        first = min(items, key=lambda e: (e.onset, e.signal))
+        rest.append(first.model_copy(update={
+            "signal": "container series", "severity": max(e.severity for e in items),
+            "detail": {**first.detail, "metrics": sorted(e.signal for e in items)}}))
+    return rest
+
+
+def _round(x: float | None) -> float | None:
+    if x is None or not np.isfinite(x):
+        return None
+    return float(f"{x:.4g}")
