@@ -179,9 +179,11 @@ def test_eval_cli_reports_the_figures_and_the_constant_guess(smoke: Path):
     assert result.exit_code == 0, result.output
     figures = json.loads(result.stdout)
     for key in ("component_acc", "type_acc", "level_acc", "ac@1", "ac@3", "avg@5", "per_fault_type",
-                "constant_guess"):
+                "per_kind", "constant_guess"):
         assert key in figures
     assert figures["samples"] == 25
     assert len(figures["per_fault_type"]) == 25
+    assert set(figures["per_kind"]) == {"PodChaos", "StressChaos", "NetworkChaos", "IOChaos", "HTTPChaos",
+                                        "DNSChaos", "TimeChaos", "JVMChaos", "PhysicalMachineChaos"}
     bad = CliRunner().invoke(app, ["eval", "rca", str(smoke / "dataset"), "--predictor", "oracle"])
     assert bad.exit_code == 2 and "unknown predictor" in bad.output

@@ -4,8 +4,8 @@
 - ``type_acc``: component and fault type both right (the paper's type-level accuracy);
 - ``level_acc``: the predicted level (service, pod, node) is the label's;
 - ``ac@k``: the label's component is among the first k of the ranking; ``avg@5`` the mean of ac@1..ac@5;
-- the same figures per fault type, and for a constant guess (the most frequent component and fault type
-  of the scored set) beside them: a predictor is only worth what it adds over that.
+- the same figures per fault type and per Chaos Mesh kind, and for a constant guess (the most frequent
+  component and fault type of the scored set) beside them: a predictor is only worth what it adds over that.
 """
 
 from __future__ import annotations
@@ -48,13 +48,12 @@ def score(samples: Iterable[RCASample], predictor: Predictor) -> dict:
     """Figures of ``predictor`` on the labelled samples, with a constant guess beside them."""
     samples = list(samples)
     labelled = [s for s in samples if s.label is not None]
-    overall, per_type = _Tally(), {}
-    preds = []
+    overall, per_type, per_kind = _Tally(), {}, {}
     for sample in labelled:
         pred = predictor(sample)
-        preds.append(pred)
         overall.add(pred, sample.label)
         per_type.setdefault(sample.label.fault_type, _Tally()).add(pred, sample.label)
+        per_kind.setdefault(sample.label.kind, _Tally()).add(pred, sample.label)
     comp = Counter(s.label.component for s in labelled).most_common(1)
     ftype = Counter(s.label.fault_type for s in labelled).most_common(1)
     level = Counter(s.label.level for s in labelled).most_common(1)
@@ -67,6 +66,7 @@ def score(samples: Iterable[RCASample], predictor: Predictor) -> dict:
     return {
         **overall.figures(),
         "per_fault_type": {k: v.figures() for k, v in sorted(per_type.items())},
+        "per_kind": {k: v.figures() for k, v in sorted(per_kind.items())},
         "constant_guess": {**constant.figures(), "component": comp[0][0] if comp else None,
                            "fault_type": ftype[0][0] if ftype else None},
         "unlabelled_skipped": len(samples) - len(labelled),

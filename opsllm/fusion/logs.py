@@ -165,7 +165,7 @@ class LogFusionConfig:
     """Fewest lines in the observation period for a template (or a component's keywords) to count."""
     burst_ratio: float = 3.0
     """Least rise of the per-minute rate, observation over baseline, for a burst."""
-    max_evidence: int = 8
+    max_evidence: int = 10
     """Most evidence returned."""
     example_chars: int = 240
     """Length the representative raw line is cut to."""

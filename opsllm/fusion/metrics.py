@@ -46,8 +46,8 @@ class MetricFusionConfig:
     threshold: float = 4.0        # robust z beyond which a point is anomalous
     sustain_s: float = 30.0       # shorter excursions are spikes
     rel_floor: float = 0.05       # spread floor relative to the baseline level
-    max_evidence: int = 16
-    per_component: int = 5        # so that one loud component cannot crowd out the others
+    max_evidence: int = 24
+    per_component: int = 6        # so that one loud component cannot crowd out the others
     max_z: float = 100.0          # severities are capped: beyond this, size says nothing more
 
 

@@ -27,8 +27,8 @@ class TraceFusionConfig:
     min_calls: int = 5
     min_errors: int = 3
     skew_tolerance_ms: float = 5.0
-    max_evidence: int = 12
-    per_pattern: int = 2
+    max_evidence: int = 16
+    per_pattern: int = 3
     max_paths: int = 5
 
 
@@ -131,7 +131,7 @@ def trace_evidence(spans: pd.DataFrame, *, baseline_end: pd.Timestamp, end: pd.T
             ))
     evidence += skew
     evidence.sort(key=lambda e: (-e.severity, e.component, e.signal, e.detail.get("caller", "")))
-    # At most two items per (component, pattern): slow calls must not crowd out failed ones.
+    # A few items per (component, pattern): slow calls must not crowd out failed ones.
     kept: list[Evidence] = []
     per: dict[tuple[str, str], int] = {}
     for e in evidence:
