@@ -6,7 +6,7 @@ LINT_PATHS := opsllm tests benchmarks
 RCAEVAL_VERSION := 1.8.1
 RCAEVAL_VENV ?= $(HOME)/.cache/opsllm/rcaeval-venv-$(RCAEVAL_VERSION)
 
-.PHONY: install demo test lint bench clean rcaeval
+.PHONY: install demo test lint bench clean rcaeval backends
 
 install: $(BIN)/python
 	$(BIN)/pip install -e '.[dev]'
@@ -30,8 +30,20 @@ $(RCAEVAL_VENV)/bin/rcaeval-ready:
 		tqdm==4.70.1 matplotlib==3.11.2 networkx==3.6.1 causal-learn==0.1.4.8
 	$(RCAEVAL_VENV)/bin/python -c "import RCAEval" && touch $@
 
-test: lint rcaeval
-	OPSLLM_RCAEVAL_PYTHON=$(RCAEVAL_VENV)/bin/python $(BIN)/pytest -n 2 -q
+# Real backends the collector tests start: Prometheus from Debian, Jaeger built from its Go module
+# (cached under ~/.cache/opsllm by version).
+JAEGER_VERSION := v1.76.0
+JAEGER_BIN ?= $(HOME)/.cache/opsllm/jaeger-$(JAEGER_VERSION)/jaeger
+
+backends: $(JAEGER_BIN)
+	@command -v prometheus >/dev/null && command -v promtool >/dev/null || \
+		(apt-get update -qq && apt-get install -y -qq prometheus)
+
+$(JAEGER_BIN):
+	VERSION=$(JAEGER_VERSION) scripts/build-jaeger.sh
+
+test: lint rcaeval backends
+	OPSLLM_RCAEVAL_PYTHON=$(RCAEVAL_VENV)/bin/python OPSLLM_JAEGER=$(JAEGER_BIN) $(BIN)/pytest -n 2 -q
 
 bench: install
 	$(BIN)/python benchmarks/twin_speed.py

@@ -189,6 +189,88 @@ def eval_rca(
     out.print(table)
 
 
+def _when(text: str, name: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise UsageError(f"{name} {text!r} is not an RFC 3339 time; write e.g. 2026-01-05T09:00:00Z") from exc
+    if value.tzinfo is None:
+        raise UsageError(f"{name} {text!r} has no time zone; add Z for UTC")
+    return value.astimezone(UTC)
+
+
+@app.command()
+def collect(
+    config: Annotated[Path, typer.Option("--config", help="A CollectorConfig YAML file.")],
+    start: Annotated[str, typer.Option(help="Window start, RFC 3339 (e.g. 2026-01-05T09:00:00Z).")],
+    end: Annotated[str, typer.Option(help="Window end, RFC 3339.")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder of the raw window to write.")],
+) -> None:
+    """Collect one raw telemetry window from Prometheus, Jaeger and Loki or Elasticsearch."""
+    from opsllm.collectors.window import collect_window
+    from opsllm.spec.collect import load_collector_config
+
+    try:
+        spec = load_collector_config(config).spec
+        t0, t1 = _when(start, "--start"), _when(end, "--end")
+        path = collect_window(spec, t0, t1, out_dir)
+    except ValueError as exc:
+        _fail(UsageError(str(exc)))
+    except (UsageError, OperationalError) as exc:
+        _fail(exc)
+    from opsllm.window import read_window
+
+    window = read_window(path)
+    gaps = "; ".join(f"{p.modality}{f' ({p.component})' if p.component else ''}: {p.reason}"
+                     for p in window.meta.partial)
+    out.print(f"window written -> {path} ({len(window.metrics)} samples, {len(window.spans)} spans, "
+              f"{len(window.logs)} log lines){' partial: ' + gaps if gaps else ''}")
+
+
+@lab_app.command("publish")
+def lab_publish(
+    window: Annotated[Path, typer.Argument(help="A raw window folder (e.g. a campaign's injections/*/window).",
+                                           show_default=False)],
+    prometheus_tsdb: Annotated[Path | None, typer.Option(help="Backfill the metrics into this Prometheus TSDB "
+                                                         "folder (promtool).")] = None,
+    jaeger: Annotated[str | None, typer.Option(help="OTLP/HTTP traces endpoint, e.g. "
+                                               "http://127.0.0.1:4318/v1/traces.")] = None,
+    loki: Annotated[str | None, typer.Option(help="Loki base URL: push the logs.")] = None,
+    elasticsearch: Annotated[str | None, typer.Option(help="Elasticsearch base URL: bulk-index the logs.")] = None,
+    index: Annotated[str, typer.Option(help="Elasticsearch index.")] = "logs-opsllm",
+) -> None:
+    """Publish a twin window into real backends, so the collectors can read it back."""
+    from opsllm.window import read_window
+
+    if not any((prometheus_tsdb, jaeger, loki, elasticsearch)):
+        _fail(UsageError("name at least one target: --prometheus-tsdb, --jaeger, --loki or --elasticsearch"))
+    try:
+        w = read_window(window)
+        namespace = w.meta.topology.get("namespace", "online-boutique")
+        if prometheus_tsdb:
+            from opsllm.collectors.prometheus import backfill, publish_metrics
+
+            backfill(publish_metrics(w.metrics, out_dir=prometheus_tsdb.parent), prometheus_tsdb)
+            out.print(f"metrics -> {prometheus_tsdb}")
+        if jaeger:
+            from opsllm.collectors.jaeger import publish_spans
+
+            publish_spans(w.spans, jaeger)
+            out.print(f"spans -> {jaeger}")
+        if loki:
+            from opsllm.collectors.loki import push_logs
+
+            push_logs(w.logs, loki, namespace=namespace)
+            out.print(f"logs -> {loki}")
+        if elasticsearch:
+            from opsllm.collectors.elasticsearch import bulk_logs
+
+            bulk_logs(w.logs, elasticsearch, index=index, namespace=namespace)
+            out.print(f"logs -> {elasticsearch}/{index}")
+    except (UsageError, OperationalError) as exc:
+        _fail(exc)
+
+
 @lab_app.command("simulate")
 def lab_simulate(
     out_dir: Annotated[Path, typer.Option("--out", help="Folder of the raw window to write.")],

@@ -207,11 +207,11 @@ def _problem(err: dict) -> tuple[str, str]:
     return where, what
 
 
-def spec_error(exc: ValidationError, source: str) -> SpecError:
+def spec_error(exc: ValidationError, source: str, kind: str = "InjectionCampaign") -> SpecError:
     """One SpecError listing every invalid field of a pydantic ValidationError."""
     problems = [_problem(e) for e in exc.errors(include_url=False)]
     lines = "\n".join(f"  {where}: {what}" for where, what in problems)
-    return SpecError(f"{source} is not a valid InjectionCampaign:\n{lines}", problems=problems, source=source)
+    return SpecError(f"{source} is not a valid {kind}:\n{lines}", problems=problems, source=source)
 
 
 def parse_campaign(data: Any, *, source: str = "campaign") -> InjectionCampaign:
@@ -226,11 +226,16 @@ def parse_campaign(data: Any, *, source: str = "campaign") -> InjectionCampaign:
 
 def load_campaign(path: str | Path) -> InjectionCampaign:
     """Read and validate a campaign file; raises SpecError naming each bad field."""
+    return parse_campaign(read_document(path, "InjectionCampaign"), source=str(path))
+
+
+def read_document(path: str | Path, kind: str) -> Any:
+    """The one YAML document of a spec file; SpecError if it cannot be read or is not one document."""
     p = Path(path)
     try:
         text = p.read_text()
     except OSError as exc:
-        raise SpecError(f"cannot read campaign file {p}: {exc.strerror}; check the path",
+        raise SpecError(f"cannot read {kind} file {p}: {exc.strerror}; check the path",
                         problems=[("(file)", str(exc))], source=str(p)) from exc
     try:
         docs = [d for d in yaml.safe_load_all(text) if d is not None]
@@ -238,6 +243,6 @@ def load_campaign(path: str | Path) -> InjectionCampaign:
         raise SpecError(f"{p} is not valid YAML: {exc}", problems=[("(file)", "invalid YAML")],
                         source=str(p)) from exc
     if len(docs) != 1:
-        raise SpecError(f"{p} must hold exactly one InjectionCampaign document, found {len(docs)}",
+        raise SpecError(f"{p} must hold exactly one {kind} document, found {len(docs)}",
                         problems=[("(file)", f"{len(docs)} documents")], source=str(p))
-    return parse_campaign(docs[0], source=str(p))
+    return docs[0]
