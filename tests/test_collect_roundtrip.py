@@ -81,3 +81,22 @@ def test_publish_collect_fuse_equals_fusing_the_twin_window(twin_window: Path, t
     assert through.observation.propagation == direct.observation.propagation
     assert through.text == direct.text
     assert through.provenance.source == "collectors"
+
+
+def test_lab_publish_cli_fills_every_backend(twin_window: Path, tmp_path: Path):
+    from doubles import ElasticsearchDouble
+    from typer.testing import CliRunner
+
+    from opsllm.cli import app
+
+    twin = read_window(twin_window)
+    with LokiDouble() as loki, ElasticsearchDouble() as es:
+        result = CliRunner().invoke(app, ["lab", "publish", str(twin_window), "--prometheus-tsdb",
+                                          str(tmp_path / "tsdb"), "--loki", loki.url, "--elasticsearch", es.url])
+        assert result.exit_code == 0, result.output
+        assert len(loki.entries) == len(twin.logs)
+        assert len(es.documents()) == len(twin.logs)
+    blocks = [p for p in (tmp_path / "tsdb").iterdir() if (p / "meta.json").exists()]
+    assert blocks, "promtool wrote no TSDB block"
+    nothing = CliRunner().invoke(app, ["lab", "publish", str(twin_window)])
+    assert nothing.exit_code == 2 and "at least one target" in nothing.output

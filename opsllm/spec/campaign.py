@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from opsllm.errors import SpecError
 from opsllm.lab.topology import SYSTEM_NAME, Topology
+from opsllm.spec.collect import CollectorsSpec
 from opsllm.spec.duration import PositiveDuration
 from opsllm.spec.faults import Fault
 
@@ -130,6 +131,9 @@ class CampaignSpec(_Spec):
     seed: int = Field(default=0, ge=0, le=2**63 - 1, description="Seed of planning and of the twin.")
     twin: TwinSpec = Field(default_factory=TwinSpec)
     sink: SinkSpec = Field(default_factory=SinkSpec)
+    collectors: CollectorsSpec | None = Field(
+        default=None, description="Where a cluster run reads each injection's telemetry (docs/collectors.md); "
+        "the twin ignores it.")
 
     @model_validator(mode="after")
     def _against_topology(self) -> CampaignSpec:

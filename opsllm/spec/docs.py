@@ -33,6 +33,14 @@ from opsllm.spec.campaign import (
     TimingSpec,
     TwinSpec,
 )
+from opsllm.spec.collect import (
+    CollectorsSpec,
+    ElasticsearchSpec,
+    JaegerSpec,
+    LokiSpec,
+    PrometheusSpec,
+    RetrySpec,
+)
 from opsllm.spec.duration import PATTERN as DURATION_PATTERN
 from opsllm.spec.faults import CATALOGUE, FAULT_MODELS, _Fault, applicable_services, fault_type
 from opsllm.spec.target import TARGETABLE, Target
@@ -44,7 +52,7 @@ REGENERATE = "python -m opsllm.spec.docs"
 
 _CAMPAIGN_MODELS: tuple[type[BaseModel], ...] = (
     InjectionCampaign, ObjectMeta, CampaignSpec, SystemSpec, LoadGeneratorSpec, TimingSpec, TwinSpec, SinkSpec,
-    Target,
+    CollectorsSpec, PrometheusSpec, JaegerSpec, LokiSpec, ElasticsearchSpec, RetrySpec, Target,
 )
 
 _CAMPAIGN_INTRO = (
