@@ -221,6 +221,8 @@ def test_a_burst_no_split_can_separate_is_recorded_as_partial(jaeger: JaegerServ
     assert [p.component for p in got.partial] == ["burstservice"]
     assert "limit of 2 traces" in got.partial[0].reason
     assert got.table.num_rows >= 2  # what came back is kept
+    # Narrowing to the burst and widening again past it takes a few dozen requests, not one per µs.
+    assert got.requests < 200
 
 
 @pytest.mark.backend

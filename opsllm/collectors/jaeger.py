@@ -46,8 +46,9 @@ GRPC_CODES: tuple[str, ...] = (
 )
 _GRPC_NUMBER = {name: i for i, name in enumerate(GRPC_CODES)}
 
-# Halving a 15-minute window 24 times leaves slices of about 50 µs: a slice that still holds `limit`
-# traces then is a burst no time split can separate, and asking further would only multiply requests.
+# A slice is never narrower than the window / 2**24 (about 50 µs of a 15-minute window, 1 µs at least): one
+# that still holds `limit` traces then is a burst no time split can separate, and asking further would only
+# multiply requests.
 MAX_SPLIT_DEPTH = 24
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -79,7 +80,7 @@ def collect_spans(spec: JaegerSpec, *, namespace: str, start: datetime, end: dat
     if parallel < 1:
         raise ValueError("parallel must be at least 1")
     t0, t1 = (start - _EPOCH) // _US, (end - _EPOCH) // _US
-    with _Reader(spec, sleep, namespace) as reader:
+    with _no_cyclic_gc(), _Reader(spec, sleep, namespace) as reader:
         services = list(spec.services) if spec.services is not None else reader.services()
         partial: list[PartialRecord] = []
         failed = 0
@@ -115,8 +116,11 @@ class _Reader:
         self._lock = threading.Lock()
         # trace id -> (spans in the copy kept, its rows). The same trace comes back from each of its
         # services, possibly read at different moments while spans still arrive: the copy with the most
-        # spans is the most complete. Rows, not Jaeger's JSON, are kept: a tenth of the memory.
+        # spans is the most complete. Rows are kept, not Jaeger's far larger JSON.
         self._traces: dict[str, tuple[int, list[tuple]]] = {}
+        # Slice width (µs) that suited the densest service so far: later services start from it instead of
+        # the whole window, which would cost a few full answers each before the walk finds its pace.
+        self._width_hint: int | None = None
 
     def __enter__(self) -> _Reader:
         return self
@@ -145,8 +149,7 @@ class _Reader:
                                      f"{_error_text(resp)}; check the URL (the query service, port 16686 by "
                                      "default) and the query", backend=BACKEND, url=url)
             try:
-                with _no_cyclic_gc():
-                    body = json.loads(resp.content)
+                body = json.loads(resp.content)
             except ValueError as exc:
                 raise CollectorError(f"jaeger: {url} did not answer JSON ({resp.text[:200]!r}); is it "
                                      "Jaeger's query service?", backend=BACKEND, url=url) from exc
@@ -166,13 +169,19 @@ class _Reader:
 
         Jaeger answers at most ``limit`` traces, and which ones it drops is up to the storage (memory keeps
         the latest written, Elasticsearch the latest started), so a full answer cannot be paged: only a
-        narrower time range gets fewer. A full slice is halved until its halves come back short.
+        narrower time range gets fewer. The window is walked from its start in slices whose width follows
+        the density seen so far; a full slice is halved and asked again.
         """
         limit = self.spec.limit
+        # Aim under the limit so that a somewhat denser next slice still fits: every full answer is a
+        # request whose traces all come again in the narrower ones.
+        target = max(1.0, 0.8 * limit)
+        narrowest = max(1, (t1 - t0) >> MAX_SPLIT_DEPTH)
         gaps: list[PartialRecord] = []
-        todo = [(t0, t1, 0)]
-        while todo:
-            a, b, depth = todo.pop()
+        a = t0
+        width = min(t1 - t0, self._width_hint or t1 - t0)
+        while a < t1:
+            b = min(t1, a + width)
             # Jaeger's start and end are both inclusive: end at b - 1 keeps adjacent slices apart. raw
             # skips the query service's adjusters, which may move spans (clock skew) or rename span ids
             # (Zipkin-style shared ids): the window keeps what the services recorded.
@@ -180,17 +189,20 @@ class _Reader:
                                            "raw": "true"},
                            f"reading traces of {service} in [{_iso(a)}, {_iso(b)})")
             self._add(got)
-            if len(got) < limit:
-                continue
-            if depth >= MAX_SPLIT_DEPTH or b - a < 2:
+            if len(got) >= limit:
+                if b - a > narrowest:
+                    width = max(narrowest, (b - a) // 2)
+                    continue
                 gaps.append(PartialRecord(
                     modality="spans", component=service,
                     reason=f"Jaeger returned the limit of {limit} traces for {service} in [{_iso(a)}, "
-                           f"{_iso(b)}) even after splitting the window {depth} times: traces may be missing "
-                           "there; raise jaeger.limit (and the storage's search depth)"))
-                continue
-            mid = (a + b) // 2
-            todo += [(mid, b, depth + 1), (a, mid, depth + 1)]
+                           f"{_iso(b)}), a slice too narrow to split further: traces may be missing there; "
+                           "raise jaeger.limit (and the storage's search depth)"))
+            width = _next_width(b - a, len(got), target, narrowest)
+            if len(got) >= target / 2:
+                with self._lock:
+                    self._width_hint = min(self._width_hint or width, width)
+            a = b
         return gaps
 
     def _add(self, traces: Iterable[Mapping[str, Any]]) -> None:
@@ -210,6 +222,19 @@ class _Reader:
         return _table(row for _, rows in self._traces.values() for row in rows)
 
 
+def _next_width(width: int, got: int, target: float, narrowest: int) -> int:
+    """The next slice's width, from the last one's: sized for ``target`` traces at the density just seen.
+
+    Growth is at most fourfold, since a sparse stretch says little about the next one, and at least one
+    microsecond when the slice was sparse: rounding must not pin a 1 µs slice at 1 µs.
+    """
+    factor = min(4.0, target / got) if got else 4.0
+    grown = int(width * factor)
+    if factor > 1:
+        grown = max(grown, width + 1)
+    return max(narrowest, grown)
+
+
 _gc_lock = threading.Lock()
 _gc_users = 0
 _gc_was_enabled = False
@@ -217,12 +242,13 @@ _gc_was_enabled = False
 
 @contextmanager
 def _no_cyclic_gc() -> Iterator[None]:
-    """Pause Python's cyclic garbage collector while a large JSON answer is decoded.
+    """Pause Python's cyclic garbage collector while a window's traces are read.
 
-    Decoding 10 MB of traces creates about a million dicts and lists; every few hundred allocations start a
-    collection, and ever longer ones as the heap grows, which made decoding three times slower and a
-    100-user window take minutes. Decoded JSON holds no reference cycles, so nothing is left uncollected;
-    the collector is restored when the last decoder (of any thread) is done.
+    Decoding 10 MB of traces creates about a million dicts and lists, and the rows kept add millions of
+    strings; every few hundred allocations start a collection, and ever longer ones as the heap grows:
+    decoding ran three times slower, and a 100-user window took a third longer overall. Decoded JSON and
+    rows hold no reference cycles, so reference counting frees them as before; the collector is restored
+    when the last reader (of any thread) is done, and then finds any cycle made meanwhile.
     """
     global _gc_users, _gc_was_enabled
     with _gc_lock:
