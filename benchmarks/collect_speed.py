@@ -12,7 +12,6 @@ Needs Debian's prometheus and the Jaeger binary of scripts/build-jaeger.sh (`mak
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
 import time
@@ -25,6 +24,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from backends import jaeger_server, prometheus_server
+from timing import timed
 
 from opsllm.collectors.jaeger import collect_spans, publish_spans
 from opsllm.collectors.prometheus import TWIN_QUERIES, backfill, collect_metrics, publish_metrics
@@ -35,13 +35,6 @@ from opsllm.window import read_window, write_window
 START = datetime(2026, 1, 5, 14, 0, tzinfo=UTC)
 
 
-def timed(fn, repeats: int):
-    times, result = [], None
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), result
 
 
 def main() -> None:

@@ -16,13 +16,12 @@ for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[var] = "1"
 
 import argparse
-import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
+from timing import timed
 
 from opsllm.fusion import fuse_window
 from opsllm.lab.planner import plan
@@ -79,13 +78,6 @@ def pandas_fusion(path: Path) -> int:
     return int(found)
 
 
-def timed(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def main() -> None:
@@ -97,8 +89,8 @@ def main() -> None:
         window = make_window(Path(tmp))
         w = read_window(window)
         sample = fuse_window(window)
-        ours = timed(lambda: fuse_window(window), args.repeats)
-        base = timed(lambda: pandas_fusion(window), max(1, args.repeats // 2))
+        ours, _ = timed(lambda: fuse_window(window), args.repeats)
+        base, _ = timed(lambda: pandas_fusion(window), max(1, args.repeats // 2))
         raw = sample.provenance.raw_bytes
     print(f"window: 15 min, {len(w.metrics)} samples, {len(w.spans)} spans, {len(w.logs)} log lines, "
           f"{raw / 1e6:.2f} MB on disk")

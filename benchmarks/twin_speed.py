@@ -19,14 +19,13 @@ for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 import argparse
 import random
 import resource
-import statistics
 import tempfile
-import time
 import tracemalloc
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pyarrow as pa
+from timing import timed
 
 from opsllm.lab.endpoints import OPS, ROUTES, TASKS, Call
 from opsllm.lab.planner import plan
@@ -86,14 +85,6 @@ def baseline_spans(seconds: int, users: int = 10, seed: int = 0) -> int:
     return len(spans)
 
 
-def timed(fn, repeats: int) -> tuple[float, object]:
-    """Median wall time over ``repeats`` runs, and the last result."""
-    times, result = [], None
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), result
 
 
 def main() -> None:
