@@ -1093,3 +1093,44 @@ class _Ordered:
 
     def __hash__(self) -> int:
         return hash(self._rank())
+
+
+class ProxyDouble:
+    """Base of the loopback proxies that stand in front of a real server and fail chosen requests.
+
+    A test double: subclasses decide in ``_handle`` which requests to answer themselves and pass the rest
+    to the real server. This class only runs the loopback HTTP server (GET only) for them.
+    """
+
+    def __init__(self, upstream: str) -> None:
+        self.upstream = upstream
+        double = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                double._handle(self)
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
+                                        daemon=True)
+
+    def _handle(self, request: BaseHTTPRequestHandler) -> None:
+        raise NotImplementedError
+
+    def _before_stop(self) -> None:
+        """Let held requests go before the server stops."""
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._before_stop()
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=10)

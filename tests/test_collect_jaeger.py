@@ -14,11 +14,12 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from datetime import datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pandas as pd
 import pytest
 from backends import JaegerServer, free_port, jaeger_server
+from doubles import ProxyDouble
 
 from opsllm.collectors.base import CollectorError
 from opsllm.collectors.jaeger import collect_spans, publish_spans, spans_from_traces
@@ -112,7 +113,7 @@ def _collect(spec: JaegerSpec, window: TwinWindow):
     return collect_spans(spec, namespace=NAMESPACE, start=window.start, end=window.end, topology=window.topology)
 
 
-class FlakyJaegerProxy:
+class FlakyJaegerProxy(ProxyDouble):
     """Test double, not Jaeger: a loopback HTTP proxy in front of a real Jaeger that fails one service.
 
     Trace searches (``GET /api/traces``) for ``service`` get a 503 with the error body of Jaeger's query
@@ -121,32 +122,10 @@ class FlakyJaegerProxy:
     """
 
     def __init__(self, upstream: str, *, service: str) -> None:
-        self.upstream, self.service = upstream, service
+        super().__init__(upstream)
+        self.service = service
         self.failed = 0
         self._lock = threading.Lock()
-        double = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                double._handle(self)
-
-            def log_message(self, *args) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
-        self._server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        daemon=True)
-
-    def __enter__(self) -> FlakyJaegerProxy:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=10)
 
     def _handle(self, handler: BaseHTTPRequestHandler) -> None:
         parsed = urllib.parse.urlsplit(handler.path)

@@ -16,7 +16,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from datetime import timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +24,7 @@ import pandas as pd
 import pytest
 import requests
 from backends import free_port, prometheus_server
+from doubles import ProxyDouble
 
 from opsllm.collectors import prometheus as prom
 from opsllm.collectors.base import CollectorError
@@ -101,7 +102,7 @@ def _ms(ts) -> int:
     return int(pd.Timestamp(ts).timestamp() * 1000)
 
 
-class Flaky503Prometheus:
+class Flaky503Prometheus(ProxyDouble):
     """Test double, not Prometheus: a loopback HTTP proxy in front of a real Prometheus that fails some queries.
 
     A range query whose PromQL contains ``match`` (and, with ``from_ms``, whose range starts at or after
@@ -112,35 +113,15 @@ class Flaky503Prometheus:
 
     def __init__(self, upstream: str, *, match: str, from_ms: int | None = None, delay: float | None = None,
                  times: int | None = None) -> None:
-        self.upstream, self.match, self.from_ms, self.delay, self.times = upstream, match, from_ms, delay, times
+        super().__init__(upstream)
+        self.match, self.from_ms, self.delay, self.times = match, from_ms, delay, times
         self.failed = 0
         self.passed = 0
         self._lock = threading.Lock()
         self._released = threading.Event()
-        double = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                double._handle(self)
-
-            def log_message(self, *args) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
-        self._server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        daemon=True)
-
-    def __enter__(self) -> Flaky503Prometheus:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
+    def _before_stop(self) -> None:
         self._released.set()
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=10)
 
     def _should_fail(self, path: str) -> bool:
         parsed = urllib.parse.urlsplit(path)
