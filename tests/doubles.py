@@ -21,7 +21,10 @@ that the code under test speaks exactly what it would speak to the real servers.
   a point in time sees the documents indexed before it was opened, and nothing after. Every answer carries
   ``X-Elastic-Product: Elasticsearch``, which the official client checks.
 
-Both doubles record every request (``requests``) and inject faults on demand: :meth:`fail` answers the next
+* :class:`OpenAIDouble`: ``POST /v1/chat/completions`` and ``GET /v1/models`` of an OpenAI-compatible
+  server, answering what a test's ``responder`` scripts: it stands in for a capable LLM, which cannot run here.
+
+The doubles record every request (``requests``) and inject faults on demand: :meth:`fail` answers the next
 requests with an error status, :meth:`delay` holds answers back (to trip a client's timeout), and
 :meth:`truncate` cuts an answer off mid-body and drops the connection (the stream is only partly answered).
 Each fault can be limited to requests whose text (method, path, decoded query string and body) contains a
@@ -47,7 +50,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-__all__ = ["ElasticsearchDouble", "Fault", "LokiDouble", "Seen"]
+__all__ = ["ElasticsearchDouble", "Fault", "LokiDouble", "OpenAIDouble", "Seen"]
 
 
 @dataclass
@@ -1134,3 +1137,133 @@ class ProxyDouble:
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(timeout=10)
+
+
+# ======================================================================================================
+# OpenAI chat completions
+# ======================================================================================================
+
+def _openai_error(status: int, message: str, kind: str, code: str | None = None,
+                  headers: dict[str, str] | None = None) -> _Answer:
+    return _json(status, {"error": {"message": message, "type": kind, "param": None, "code": code}}, headers)
+
+
+class OpenAIDouble(_Double):
+    """TEST DOUBLE of a capable LLM behind an OpenAI-compatible chat-completions server (vLLM, a hosted API).
+
+    The one thing the DPRM data builder needs that cannot run here is a model that writes and grades
+    root-cause reasoning; this loopback server stands in for one. It is *not* a model: what it answers is
+    decided by ``responder(request_json) -> list[str]``, which tests script (a generator's chains, a judge's
+    verdicts). It speaks the protocol of ``POST /v1/chat/completions`` as OpenAI's API reference gives it:
+    a JSON body with ``model``, ``messages`` (``role``/``content``), ``n``, ``temperature``, ``max_tokens``,
+    ``seed``; an answer with ``id``, ``object: chat.completion``, ``created``, ``model``,
+    ``choices[index, message{role, content}, finish_reason, logprobs]`` and ``usage``; errors as
+    ``{"error": {message, type, param, code}}``. ``GET /v1/models`` lists ``models``.
+
+    * Choices are the responder's texts, cut to ``max_choices`` when set: a server that ignores ``n`` returns
+      fewer than asked. A text longer than ``max_tokens`` words is cut there with ``finish_reason: length``
+      (usage counts whitespace-separated words as tokens).
+    * ``models``: when set, another model name gets a 404 ``model_not_found``, as vLLM answers.
+    * ``api_key``: when set, a request without ``Authorization: Bearer <api_key>`` gets a 401.
+    * :meth:`fail` (from the base) answers the next requests with a status; ``retry_after_ms`` adds the
+      ``retry-after-ms`` header to such answers, which the official client honours (keeps retry tests fast).
+    * ``chat_requests()``: the JSON bodies of the chat-completion requests received, in order.
+    """
+
+    name = "openai"
+
+    def __init__(self, responder: Callable[[dict[str, Any]], list[str]] | None = None, *,
+                 models: list[str] | None = None, api_key: str | None = None,
+                 max_choices: int | None = None, retry_after_ms: int | None = None) -> None:
+        super().__init__()
+        self.responder = responder or (lambda request: ["ok"] * request.get("n", 1))
+        self.models = models
+        self.api_key = api_key
+        self.max_choices = max_choices
+        self.retry_after_ms = retry_after_ms
+        self._counter = 0
+
+    @property
+    def base_url(self) -> str:
+        """The URL a client is given: up to and including /v1."""
+        return f"{self.url}/v1"
+
+    def chat_requests(self) -> list[dict[str, Any]]:
+        with self._lock:
+            seen = list(self.requests)
+        return [s.json() for s in seen if s.method == "POST" and s.path == "/v1/chat/completions"]
+
+    def error(self, status: int, reason: str) -> _Answer:
+        headers = {"retry-after-ms": str(self.retry_after_ms)} if self.retry_after_ms is not None else {}
+        kind = "server_error" if status >= 500 else "invalid_request_error"
+        return _openai_error(status, reason, kind, headers=headers)
+
+    def handle(self, seen: Seen) -> _Answer:
+        if self.api_key is not None and seen.headers.get("authorization") != f"Bearer {self.api_key}":
+            return _openai_error(401, "Incorrect API key provided.", "invalid_request_error", "invalid_api_key")
+        if seen.method == "GET" and seen.path == "/v1/models":
+            return _json(200, {"object": "list", "data": [
+                {"id": m, "object": "model", "created": 0, "owned_by": "opsllm-tests"} for m in self.models or []]})
+        if seen.path != "/v1/chat/completions":
+            return _openai_error(404, f"Not Found: {seen.path}", "invalid_request_error", "not_found")
+        if seen.method != "POST":
+            return _openai_error(405, "Method Not Allowed", "invalid_request_error")
+        try:
+            request = seen.json()
+        except ValueError:
+            return _openai_error(400, "We could not parse the JSON body of your request.", "invalid_request_error")
+        problem = self._check(request)
+        if problem:
+            return _openai_error(400, problem, "invalid_request_error")
+        model = request["model"]
+        if self.models is not None and model not in self.models:
+            return _openai_error(404, f"The model `{model}` does not exist.", "NotFoundError", "model_not_found")
+        texts = list(self.responder(request))
+        if self.max_choices is not None:
+            texts = texts[: self.max_choices]
+        limit = request.get("max_tokens")
+        choices, completion_tokens = [], 0
+        for index, text in enumerate(texts):
+            words = text.split()
+            finish = "stop"
+            if limit is not None and len(words) > limit:
+                text, finish = " ".join(words[:limit]), "length"
+            completion_tokens += min(len(words), limit or len(words))
+            choices.append({"index": index, "message": {"role": "assistant", "content": text, "refusal": None},
+                            "logprobs": None, "finish_reason": finish})
+        prompt_tokens = sum(len(str(m.get("content", "")).split()) for m in request["messages"])
+        with self._lock:
+            self._counter += 1
+            ident = f"chatcmpl-{self._counter:08d}"
+        return _json(200, {"id": ident, "object": "chat.completion", "created": int(time.time()), "model": model,
+                           "choices": choices, "usage": {"prompt_tokens": prompt_tokens,
+                                                         "completion_tokens": completion_tokens,
+                                                         "total_tokens": prompt_tokens + completion_tokens}})
+
+    @staticmethod
+    def _check(request: Any) -> str | None:
+        """What is wrong with a request body, in the words of OpenAI's validation errors; None when nothing."""
+        if not isinstance(request, dict):
+            return "The request body must be a JSON object."
+        if not isinstance(request.get("model"), str) or not request["model"]:
+            return "you must provide a model parameter"
+        messages = request.get("messages")
+        if not isinstance(messages, list) or not messages:
+            return "'messages' must be a non-empty array"
+        for i, m in enumerate(messages):
+            if not isinstance(m, dict) or m.get("role") not in ("system", "user", "assistant", "developer", "tool") \
+                    or not isinstance(m.get("content"), str):
+                return f"Invalid value for 'messages[{i}]': each message needs a role and a string content."
+        n = request.get("n", 1)
+        if type(n) is not int or n < 1 or n > 128:
+            return f"{n!r} is not valid for 'n': it must be an integer from 1 to 128."
+        temperature = request.get("temperature", 1)
+        if not isinstance(temperature, int | float) or isinstance(temperature, bool) or not 0 <= temperature <= 2:
+            return f"{temperature!r} is not valid for 'temperature': it must be a number from 0 to 2."
+        limit = request.get("max_tokens")
+        if limit is not None and (type(limit) is not int or limit < 1):
+            return f"{limit!r} is not valid for 'max_tokens': it must be a positive integer."
+        seed = request.get("seed")
+        if seed is not None and type(seed) is not int:
+            return f"{seed!r} is not valid for 'seed': it must be an integer."
+        return None

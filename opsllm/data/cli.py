@@ -27,7 +27,8 @@ err = Console(stderr=True)
 DatasetDir = Annotated[Path, typer.Argument(help="A dataset folder (holding manifest.json).", show_default=False)]
 
 
-def _fail(exc: Exception) -> NoReturn:
+def fail(exc: Exception) -> NoReturn:
+    """Print the error and exit: 2 for a usage error (fix the input), 1 for any other failure."""
     code = 2 if isinstance(exc, UsageError) else 1
     # soft_wrap: paths in messages stay whole, for people to copy and for tools to grep.
     err.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
@@ -43,7 +44,7 @@ def stats(directory: DatasetDir, as_json: Annotated[bool, typer.Option("--json",
     try:
         result = DatasetStore.open(directory).stats()
     except OpsLLMError as exc:
-        _fail(exc)
+        fail(exc)
     if as_json:
         sys.stdout.write(json.dumps(result, indent=2) + "\n")
         return
@@ -77,7 +78,7 @@ def export_cmd(
     try:
         summary = export(directory, fmt, out_dir, windows_root=windows)
     except OpsLLMError as exc:
-        _fail(exc)
+        fail(exc)
     out.print(summary_text(summary), highlight=False, soft_wrap=True)
 
 
@@ -94,6 +95,6 @@ def import_rcaeval(
     try:
         result = import_cases(path, out_dir)
     except OpsLLMError as exc:
-        _fail(exc)
+        fail(exc)
     out.print(f"{len(result['written'])} cases imported, {len(result['skipped'])} already there -> {out_dir}",
               highlight=False, soft_wrap=True)

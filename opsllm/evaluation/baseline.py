@@ -190,10 +190,14 @@ def _classify(component: str, items: list[Evidence], sample: RCASample) -> str:
     return "network-delay"
 
 
+def level_for(fault_type: str) -> str:
+    """The level a fault type acts at: node faults on a node, pod-kill on a pod, the rest on a service."""
+    return "node" if fault_type.startswith("node-") else "pod" if fault_type == "pod-kill" else "service"
+
+
 def predict(sample: RCASample) -> Prediction:
     ranking = rank(sample)
     top = ranking[0] if ranking else ""
     items = attribute(sample).get(top, [])
     fault = _classify(top, items, sample)
-    level = "node" if fault.startswith("node-") else "pod" if fault == "pod-kill" else "service"
-    return Prediction(ranking=ranking, fault_type=fault, level=level)
+    return Prediction(ranking=ranking, fault_type=fault, level=level_for(fault))

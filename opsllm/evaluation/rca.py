@@ -48,6 +48,9 @@ def score(samples: Iterable[RCASample], predictor: Predictor) -> dict:
     """Figures of ``predictor`` on the labelled samples, with a constant guess beside them."""
     samples = list(samples)
     labelled = [s for s in samples if s.label is not None]
+    prepare = getattr(predictor, "prepare", None)
+    if prepare is not None:   # a batched predictor (a model) answers all samples in one pass
+        prepare(labelled)
     overall, per_type, per_kind = _Tally(), {}, {}
     for sample in labelled:
         pred = predictor(sample)
@@ -70,4 +73,5 @@ def score(samples: Iterable[RCASample], predictor: Predictor) -> dict:
         "constant_guess": {**constant.figures(), "component": comp[0][0] if comp else None,
                            "fault_type": ftype[0][0] if ftype else None},
         "unlabelled_skipped": len(samples) - len(labelled),
+        **({"format_failures": predictor.format_failures} if hasattr(predictor, "format_failures") else {}),
     }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.progress import Progress
@@ -15,9 +16,17 @@ from opsllm.spec.sample import RCASample
 PREDICTORS: dict[str, Callable[[RCASample], Prediction]] = {"baseline": predict}
 
 
-def predictor_named(name: str) -> Callable[[RCASample], Prediction]:
+def predictor_named(name: str, **options: Any) -> Callable[[RCASample], Prediction]:
+    """A predictor by name; ``model=PATH`` is a trained model (options: batch_size, max_new_tokens, ...)."""
+    if name.startswith("model="):
+        from opsllm.evaluation.model import ModelPredictor
+
+        path = name.removeprefix("model=")
+        if not Path(path).exists() and path != "smollm2":
+            raise UsageError(f"predictor {name!r}: {path} does not exist; give a model, adapter or training run folder")
+        return ModelPredictor(path, **options)
     if name not in PREDICTORS:
-        raise UsageError(f"unknown predictor {name!r}; available: {', '.join(PREDICTORS)}")
+        raise UsageError(f"unknown predictor {name!r}; available: {', '.join(PREDICTORS)}, model=PATH")
     return PREDICTORS[name]
 
 
