@@ -48,7 +48,7 @@ $(JAEGER_BIN):
 	VERSION=$(JAEGER_VERSION) scripts/build-jaeger.sh
 
 test: install-train lint rcaeval backends
-	OPSLLM_RCAEVAL_PYTHON=$(RCAEVAL_VENV)/bin/python OPSLLM_JAEGER=$(JAEGER_BIN) $(BIN)/pytest -n 2 -q
+	OPSLLM_RCAEVAL_PYTHON=$(RCAEVAL_VENV)/bin/python OPSLLM_JAEGER=$(JAEGER_BIN) $(BIN)/pytest -n 2 --dist loadgroup -q
 
 bench: install
 	$(BIN)/python benchmarks/twin_speed.py

@@ -19,6 +19,7 @@ STALE = f"is stale: run `{docs.REGENERATE}` from the repository root and commit 
 @pytest.mark.parametrize(("page", "render"), [
     (docs.CAMPAIGN_PAGE, docs.render_campaign_docs),
     (docs.WINDOW_PAGE, docs.render_window_docs),
+    (docs.TRAINING_PAGE, docs.render_training_docs),
 ])
 def test_page_is_up_to_date(page, render):
     path = DOCS / page
@@ -36,7 +37,7 @@ def test_main_writes_every_page(tmp_path):
     docs.main([str(tmp_path / "out")])
     written = {p.name: p.read_text(encoding="utf-8") for p in (tmp_path / "out").iterdir()}
     assert written == docs.pages()
-    assert set(written) == {"campaign-spec.md", "window-format.md"}
+    assert set(written) == {"campaign-spec.md", "window-format.md", "training-config.md"}
 
 
 # ---- the campaign page holds what the models say ----------------------------------------------

@@ -47,6 +47,7 @@ from opsllm.spec.target import TARGETABLE, Target
 from opsllm.window import describe_format
 
 CAMPAIGN_PAGE = "campaign-spec.md"
+TRAINING_PAGE = "training-config.md"
 WINDOW_PAGE = "window-format.md"
 REGENERATE = "python -m opsllm.spec.docs"
 
@@ -285,9 +286,28 @@ def render_window_docs() -> str:
                       describe_format(level=2)])
 
 
+def render_training_docs() -> str:
+    """The Markdown reference of the training configs, from the pydantic models."""
+    from opsllm.spec import training as t
+
+    intro = ("One YAML mapping per stage; `stage` picks the model that reads it. Unknown fields are refused. "
+             "Defaults marked in the models come from the OpsLLM paper (`opsllm.spec.training.PAPER`): LoRA rank "
+             f"{t.PAPER.lora_rank}; SFT lr {t.PAPER.sft_learning_rate}, per-device batch {t.PAPER.sft_batch}, "
+             f"{t.PAPER.sft_epochs:g} epochs; GRPO lr {t.PAPER.rl_learning_rate}, batch {t.PAPER.rl_batch}, "
+             f"{t.PAPER.rl_epochs:g} epochs (filled in for a GRPO config's train section where it is silent). "
+             "How the stages fit together: [training.md](training.md).")
+    lines = [_generated("opsllm/spec/training.py"), "", "# Training config reference", "", intro]
+    for model in (t.SFTConfig, t.DPRMDataConfig, t.DPRMTrainConfig, t.GRPOConfig, t.ModelSpec, t.LoRASpec,
+                  t.DataSpec, t.TrainSpec, t.EndpointSpec, t.DPRMRef, t.GRPOSpec, t.RewardSpec, t.CurriculumSpec,
+                  t.PlateauSpec):
+        lines += _model_section(model)
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip() + "\n"
+
+
 def pages() -> dict[str, str]:
     """Every generated page, by file name under ``docs/``."""
-    return {CAMPAIGN_PAGE: render_campaign_docs(), WINDOW_PAGE: render_window_docs()}
+    return {CAMPAIGN_PAGE: render_campaign_docs(), WINDOW_PAGE: render_window_docs(),
+            TRAINING_PAGE: render_training_docs()}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -21,6 +21,7 @@ from opsllm.training.rewards import COLUMNS
 __all__ = [
     "DPRM_SYSTEM_PROMPT",
     "NEEDED_COLUMNS",
+    "cut_observation",
     "dprm_examples",
     "dprm_messages",
     "dprm_rows",
@@ -100,7 +101,8 @@ def load_rows(path: str | Path, stage: str, limit: int | None = None) -> list[di
     return rows[:limit] if limit else rows
 
 
-def _cut(sample: RCASample, max_chars: int) -> RCASample:
+def cut_observation(sample: RCASample, max_chars: int) -> RCASample:
+    """The sample with its observation text cut to ``max_chars`` (the prompt still lists the candidates)."""
     if len(sample.text) <= max_chars:
         return sample
     return sample.model_copy(update={"text": sample.text[:max_chars].rstrip() + "\n(observation cut)"})
@@ -134,7 +136,7 @@ def sft_rows(samples: Iterable[RCASample], *, reasoning: dict[str, str] | None =
     rows = []
     for s in samples:
         think = reasoning[s.id] if reasoning and s.id in reasoning else evidence_reasoning(s)
-        rows.append({"prompt": build_messages(_cut(s, max_prompt_chars)),
+        rows.append({"prompt": build_messages(cut_observation(s, max_prompt_chars)),
                      "completion": [{"role": "assistant", "content": answer_for(s, think)}]})
     return rows
 
@@ -149,7 +151,7 @@ def grpo_rows(samples: Iterable[RCASample], *, max_prompt_chars: int = 12_000) -
     for s in samples:
         assert s.label is not None
         services = set(s.observation.call_graph) | {c for cs in s.observation.call_graph.values() for c in cs}
-        rows.append({"prompt": build_messages(_cut(s, max_prompt_chars)), "id": s.id,
+        rows.append({"prompt": build_messages(cut_observation(s, max_prompt_chars)), "id": s.id,
                      "label_component": s.label.component, "label_level": s.label.level,
                      "label_fault_type": s.label.fault_type,
                      "candidate_components": list(s.candidates.components),
