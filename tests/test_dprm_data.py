@@ -406,3 +406,24 @@ def test_judge_and_generator_prompts_hold_the_case_the_answer_and_the_rubrics(sm
     assert f"component: {label.component}; fault_type: {label.fault_type}" in text
     assert all(f"{name}: {definition}" in text for name, definition in RUBRICS.items())
     assert "ONLY" in text and '"rationale"' in text
+
+
+def test_the_cli_builds_from_a_config_file_and_sends_the_seed(smoke_dataset, server, tmp_path):
+    import yaml
+    from typer.testing import CliRunner
+
+    from opsllm.cli import app
+
+    out = tmp_path / "chains.jsonl"
+    doc = config(smoke_dataset, server.base_url, out, seed=7).model_dump(mode="json")
+    path = tmp_path / "dprm-data.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    result = CliRunner().invoke(app, ["dprm", "build-data", str(path), "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert len(read_rows(out)) == CASES * 5
+    generated = [r for r in server.chat_requests() if r["model"] == GEN]
+    assert generated and all(r.get("seed") == 7 for r in generated)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({**doc, "chains": 0}))
+    result = CliRunner().invoke(app, ["dprm", "build-data", str(bad)])
+    assert result.exit_code == 2 and "chains" in result.output

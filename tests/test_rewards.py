@@ -62,8 +62,8 @@ def test_malformed_output_earns_nothing(text, stage):
     assert scorer.seen == []
 
 
-ALL_COMPONENTS = SERVICES + NODES + ("not-a-candidate",)
-ALL_TYPES = TYPES + ("not-a-type",)
+ALL_COMPONENTS = (*SERVICES, *NODES, "not-a-candidate")
+ALL_TYPES = (*TYPES, "not-a-type")
 LABELS = [ref("cartservice", "service", "cpu-stress"), ref("paymentservice", "pod", "pod-kill"),
           ref("lab-node-2", "node", "node-cpu-pressure")]
 
@@ -171,8 +171,8 @@ def test_trl_functions_log_each_component_and_score_once_per_batch():
     fmt, outcome, process = rf.functions()
     assert [f.__name__ for f in (fmt, outcome, process)] == ["format", "outcome", "process"]
     prompts = [[{"role": "user", "content": "obs"}]] * 3
-    completions = [[{"role": "assistant", "content": t}] for t in
-                   (format_answer("cartservice", "pod-kill", "r"), "junk", format_answer("frontend", "cpu-stress", "r"))]
+    texts = (format_answer("cartservice", "pod-kill", "r"), "junk", format_answer("frontend", "cpu-stress", "r"))
+    completions = [[{"role": "assistant", "content": t}] for t in texts]
     cols = columns(3, ref())
     assert fmt(prompts, completions, **cols) == [1.0, 0.0, 1.0]
     assert outcome(prompts, completions, **cols) == [1.0, 0.0, 0.0]

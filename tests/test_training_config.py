@@ -83,7 +83,7 @@ def test_stage_two_without_a_dprm_is_refused(grpo_doc):
 
 
 def test_group_size_must_divide_the_batch(grpo_doc):
-    with pytest.raises(SpecError, match="multiple of grpo.num_generations"):
+    with pytest.raises(SpecError, match=r"multiple of grpo.num_generations"):
         parse_training_config({**grpo_doc, "grpo": {"batch_size": 30, "num_generations": 8}})
 
 
@@ -108,7 +108,7 @@ def test_hub_name_not_in_the_cache_is_refused_without_downloading(sft_doc, monke
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     config = parse_training_config({**sft_doc, "model": {"path": "Qwen/Qwen2.5-7B-Instruct"}})
-    with pytest.raises(UsageError, match="model.path: .*Qwen/Qwen2.5-7B-Instruct"):
+    with pytest.raises(UsageError, match=r"model.path: .*Qwen/Qwen2.5-7B-Instruct"):
         check_config(config)
 
 
@@ -125,13 +125,13 @@ def test_dataset_without_the_needed_columns(grpo_doc, tmp_path):
 
 
 def test_missing_dataset_adapter_and_split(sft_doc, grpo_doc, tmp_path):
-    with pytest.raises(UsageError, match="data.path: .* does not exist"):
+    with pytest.raises(UsageError, match=r"data.path: .* does not exist"):
         check_config(parse_training_config({**sft_doc, "data": {"path": str(tmp_path / "none")}}))
-    with pytest.raises(UsageError, match="model.adapter: .* not a LoRA adapter"):
+    with pytest.raises(UsageError, match=r"model.adapter: .* not a LoRA adapter"):
         check_config(parse_training_config({**sft_doc, "model": {**sft_doc["model"], "adapter": str(tmp_path)}}))
-    with pytest.raises(UsageError, match="dprm.adapter"):
+    with pytest.raises(UsageError, match=r"dprm.adapter"):
         check_config(parse_training_config({**grpo_doc, "dprm": {"adapter": str(tmp_path / "x")}}))
-    with pytest.raises(UsageError, match="data.split: 'validation' is not a split"):
+    with pytest.raises(UsageError, match=r"data.split: 'validation' is not a split"):
         check_config(parse_training_config({**sft_doc, "data": {**sft_doc["data"], "split": "validation"}}))
 
 
@@ -162,3 +162,23 @@ def test_bad_config_fails_before_torch_is_imported(sft_doc, tmp_path):
             "print(r.exit_code, 'torch' in sys.modules, 'transformers' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["2", "False", "False"]
+
+
+def test_resume_skips_a_checkpoint_torn_by_a_kill(tmp_path):
+    from opsllm.spec.training import TrainSpec
+    from opsllm.training.runtime import last_checkpoint
+
+    train = TrainSpec(output_dir=str(tmp_path))
+    assert last_checkpoint(train) is None
+    folder = tmp_path / "checkpoints"
+    for step, state in ((2, "{}"), (4, "{}"), (6, None), (8, '{"global_st')):
+        (folder / f"checkpoint-{step}").mkdir(parents=True)
+        if state is not None:
+            (folder / f"checkpoint-{step}" / "trainer_state.json").write_text(state)
+    assert last_checkpoint(train) == str(folder / "checkpoint-4")
+    names = sorted(p.name for p in folder.iterdir())
+    assert names[:2] == ["checkpoint-2", "checkpoint-4"]
+    assert sum(n.startswith("incomplete-checkpoint-6-") for n in names) == 1
+    assert sum(n.startswith("incomplete-checkpoint-8-") for n in names) == 1, "set aside, never deleted"
+    # A GRPO checkpoint is complete only with the curriculum state its callback writes after the trainer's.
+    assert last_checkpoint(train, required=("curriculum.json",)) is None

@@ -16,11 +16,11 @@ from typer.testing import CliRunner
 pytest.importorskip("torch")
 pytest.importorskip("trl")
 
-from opsllm.cli import app  # noqa: E402
-from opsllm.data.prompt import SYSTEM_PROMPT, format_answer, parse_answer, user_prompt  # noqa: E402
-from opsllm.evaluation.sources import load_samples  # noqa: E402
-from opsllm.spec.training import parse_training_config  # noqa: E402
-from opsllm.training.outputs import read_metrics  # noqa: E402
+from opsllm.cli import app
+from opsllm.data.prompt import SYSTEM_PROMPT, format_answer, parse_answer, user_prompt
+from opsllm.evaluation.sources import load_samples
+from opsllm.spec.training import parse_training_config
+from opsllm.training.outputs import read_metrics
 
 pytestmark = [pytest.mark.train, pytest.mark.xdist_group("train")]
 
@@ -243,3 +243,36 @@ def test_smollm2_sft_loss_falls_and_reloads(tmp_path, smoke_dataset, samples):
     cut = [cut_observation(s, 300) for s in samples[:2]]
     predictor.prepare(cut)
     assert all(isinstance(predictor.outputs[s.id], str) and predictor.outputs[s.id] for s in cut)
+
+
+def test_sft_killed_with_sigkill_resumes_to_the_same_end(tmp_path, tiny, smoke_dataset, no_reasoning):
+    """A real kill: the CLI process dies mid-run after a checkpoint; the same command finishes the run."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import yaml
+
+    out = tmp_path / "out"
+    config = sft_config(tiny, smoke_dataset, no_reasoning, out, max_steps=12, save_steps=2, logging_steps=1)
+    path = tmp_path / "sft.yaml"
+    path.write_text(yaml.safe_dump(config.model_dump(mode="json")))
+    command = [sys.executable, "-m", "opsllm.cli", "train", "sft", str(path), "--quiet"]
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 300
+    try:
+        while not (out / "checkpoints" / "checkpoint-4").is_dir():
+            assert proc.poll() is None, "the run ended before it could be killed"
+            assert time.monotonic() < deadline, "no checkpoint-4 within 300 s"
+            time.sleep(0.2)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert not (out / "result.json").exists(), "killed before the end"
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads((out / "result.json").read_text())["global_step"] == 12
+    steps = [r["step"] for r in read_metrics(out) if "loss" in r]
+    assert steps == sorted(set(steps)) and steps[-1] == 12, steps

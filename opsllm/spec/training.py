@@ -137,6 +137,8 @@ class EndpointSpec(_Spec):
     timeout_s: float = Field(default=120, gt=0)
     max_tokens: int = Field(default=1024, gt=0)
     concurrency: int = Field(default=4, gt=0, description="Requests in flight at once.")
+    max_retries: int = Field(default=3, ge=0, description="Retries of a failed request (connection errors, 429, "
+                             "5xx), with exponential backoff.")
 
 
 class SFTConfig(_Spec):
@@ -158,6 +160,8 @@ class DPRMDataConfig(_Spec):
     judge: EndpointSpec = Field(description="Scores each chain on the five rubrics.")
     chains: int = Field(default=PAPER.dprm_chains, gt=0, description="Chains sampled per case.")
     temperature: float = Field(default=PAPER.dprm_temperature, ge=0, le=2)
+    seed: int | None = Field(default=None, description="Sampling seed sent to the generator, for servers that "
+                             "honour it (vLLM does); the cache makes reruns identical either way.")
     output: str = Field(min_length=1, description="The .jsonl of scored chains to write (appended, resumable).")
     cache_dir: str | None = Field(default=None, description="Response cache; default: <output>.cache/ beside it. "
                                   "A rerun with the same requests sends none.")

@@ -17,6 +17,7 @@ from typing import Any
 from rich.console import Console
 
 from opsllm.errors import UsageError
+from opsllm.files import write_json_atomic
 from opsllm.spec.training import PAPER, DPRMRef, DPRMTrainConfig, ModelSpec
 from opsllm.training.checks import check_config
 
@@ -59,6 +60,7 @@ class DPRMScorer:
                              "`opsllm train dprm`")
         base = ref.base or PeftConfig.from_pretrained(adapter).base_model_name_or_path
         spec = ModelSpec(path=base)
+        # Each training process scores its own completions with its own copy, on its own GPU.
         model, tokenizer = load_model(spec, device=device, dtype=dtype_of(spec, device))
         model = PeftModel.from_pretrained(model, adapter)
         return cls(model, tokenizer, batch_size=ref.batch_size)
@@ -104,37 +106,32 @@ def score_rows(scorer: DPRMScorer, rows: list[dict[str, Any]]) -> list[dict[str,
 def train_dprm(config: DPRMTrainConfig, *, console: Console | None = None, progress: bool = True) -> Path:
     """LoRA-train the DPRM on scored chains; result.json holds the held-out score error before and after."""
     check_config(config)
-    from datasets import Dataset
-    from trl import SFTConfig as TRLSFTConfig
-    from trl import SFTTrainer
-
     from opsllm.training.examples import dprm_rows, load_rows
-    from opsllm.training.outputs import finish, metrics_callback
-    from opsllm.training.progress import rich_progress
-    from opsllm.training.runtime import device_of, dtype_of, last_checkpoint, load_model, lora_config, trainer_arguments
+    from opsllm.training.outputs import finish
+    from opsllm.training.runtime import last_checkpoint, load_model, start_run
+    from opsllm.training.sft import sft_arguments, sft_trainer
 
     out = Path(config.train.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    device = device_of(config.train)
-    dtype = dtype_of(config.model, device)
+    device, dtype = start_run(config)
     rows = load_rows(config.data.path, "dprm", config.data.limit)
     train_raw = [r for r in rows if not heldout(str(r.get("id", r["prompt"])))]
     held_raw = [r for r in rows if heldout(str(r.get("id", r["prompt"])))]
     if not train_raw:
         raise UsageError(f"data.path: every chain of {config.data.path} falls in the held-out fifth; give more cases")
-    model, tokenizer = load_model(config.model, device=device, dtype=dtype)
+    sharded = config.train.deepspeed is not None
+    args = sft_arguments(config, device=device, dtype=dtype, has_eval=False, progress=progress)
+    model, tokenizer = load_model(config.model, device=device, dtype=dtype, place=not sharded)
     before_file = out / "score_error_before.json"
     if before_file.exists():   # a resumed run keeps the figure measured on the untrained model
         before = json.loads(before_file.read_text())["mae"]
+    elif sharded:              # DeepSpeed holds the weights: the untrained error is not measured
+        before = None
     else:
         before = _mae(DPRMScorer(model, tokenizer, max_length=config.train.max_length), held_raw)
-        before_file.write_text(json.dumps({"mae": before}))
+        write_json_atomic(before_file, {"mae": before})
     tokenizer.padding_side = "right"
-    args = TRLSFTConfig(**trainer_arguments(config.train, device=device, dtype=dtype, has_eval=False),
-                        max_length=config.train.max_length, completion_only_loss=True, disable_tqdm=progress)
-    callbacks = [metrics_callback(out)] + ([rich_progress("dprm", console)] if progress else [])
-    trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(dprm_rows(train_raw)),
-                         processing_class=tokenizer, peft_config=lora_config(config.lora), callbacks=callbacks)
+    trainer = sft_trainer(config, args, model, tokenizer, dprm_rows(train_raw), [], console=console,
+                          progress=progress)
     trainer.train(resume_from_checkpoint=last_checkpoint(config.train))
     after = _mae(DPRMScorer(trainer.model, tokenizer, max_length=config.train.max_length), held_raw)
     tokenizer.padding_side = "right"

@@ -119,7 +119,8 @@ def _case(sample: RCASample, config: DPRMDataConfig, generator: ChatEndpoint,
     assert sample.label is not None
     component, fault_type = sample.label.component, sample.label.fault_type
     prompt = user_prompt(sample)
-    chains = generator.complete(generator_messages(sample), n=config.chains, temperature=config.temperature)
+    chains = generator.complete(generator_messages(sample), n=config.chains, temperature=config.temperature,
+                                seed=config.seed)
     rows: list[dict[str, Any]] = []
     for index, chain in enumerate(chains):
         messages = judge_messages(prompt, chain, component, fault_type)

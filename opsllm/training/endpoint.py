@@ -29,10 +29,7 @@ from opsllm.errors import OperationalError, UsageError
 from opsllm.files import write_json_atomic
 from opsllm.spec.training import EndpointSpec
 
-__all__ = ["MAX_RETRIES", "ChatEndpoint", "EndpointError", "cache_key"]
-
-MAX_RETRIES = 3
-"""Retries of a failed request (transient errors only) before it becomes an :class:`EndpointError`."""
+__all__ = ["ChatEndpoint", "EndpointError", "cache_key"]
 
 
 class EndpointError(OperationalError):
@@ -59,8 +56,9 @@ class ChatEndpoint:
     """
 
     def __init__(self, spec: EndpointSpec, cache_dir: Path | str | None = None, *,
-                 max_retries: int = MAX_RETRIES) -> None:
+                 max_retries: int | None = None) -> None:
         self.spec = spec
+        max_retries = spec.max_retries if max_retries is None else max_retries
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         api_key = "EMPTY"  # servers without authentication (vLLM by default) accept any key
         if spec.api_key_env:

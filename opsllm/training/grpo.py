@@ -16,7 +16,7 @@ from rich.console import Console
 from opsllm.errors import UsageError
 from opsllm.spec.training import GRPOConfig
 from opsllm.training.checks import check_config
-from opsllm.training.curriculum import Curriculum
+from opsllm.training.curriculum import STATE_FILE, Curriculum
 from opsllm.training.rewards import RewardFunctions
 
 __all__ = ["curriculum_callback", "generation_backend", "train_grpo"]
@@ -76,19 +76,16 @@ def train_grpo(config: GRPOConfig, *, console: Console | None = None, progress: 
     from opsllm.training.outputs import finish, metrics_callback
     from opsllm.training.progress import rich_progress
     from opsllm.training.runtime import (
-        device_of,
-        dtype_of,
         last_checkpoint,
         load_model,
         lora_config,
+        start_run,
         trainer_arguments,
         world_size,
     )
 
     out = Path(config.train.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    device = device_of(config.train)
-    dtype = dtype_of(config.model, device)
+    device, dtype = start_run(config)
     backend = generation_backend(config, device)
     g, t = config.grpo, config.train
     per_step = t.per_device_batch_size * world_size()
@@ -96,21 +93,23 @@ def train_grpo(config: GRPOConfig, *, console: Console | None = None, progress: 
         raise UsageError(f"grpo.batch_size ({g.batch_size}) must be a multiple of train.per_device_batch_size × "
                          f"devices ({per_step}); change one of them")
     rows = grpo_examples(config.data)
-    model, tokenizer = load_model(config.model, device=device, dtype=dtype)
-    curriculum = Curriculum(config.curriculum, override_dir=out)
-    resume = last_checkpoint(t)
-    if resume is not None:
-        curriculum.load(Path(resume))
-    scorer = DPRMScorer.load(config.dprm, device=device) if config.reward.process and config.dprm else None
-    rewards = RewardFunctions(lambda: curriculum.stage, scorer)
     r = config.reward
-    weights = [r.format_weight, r.outcome_weight, *([r.process_weight] if scorer is not None else [])]
+    with_process = r.process and config.dprm is not None
+    weights = [r.format_weight, r.outcome_weight, *([r.process_weight] if with_process else [])]
     common = trainer_arguments(t, device=device, dtype=dtype, has_eval=False)
     common["gradient_accumulation_steps"] = g.batch_size // per_step
+    # The arguments come before the model, so that DeepSpeed ZeRO-3 shards it as it loads.
     args = TRLGRPOConfig(**common, num_generations=g.num_generations, max_completion_length=g.max_completion_length,
                          temperature=g.temperature, beta=g.beta, reward_weights=weights,
                          use_vllm=backend == "vllm", vllm_mode="colocate",
                          vllm_gpu_memory_utilization=g.vllm_gpu_memory_utilization, disable_tqdm=progress)
+    model, tokenizer = load_model(config.model, device=device, dtype=dtype, place=t.deepspeed is None)
+    curriculum = Curriculum(config.curriculum, override_dir=out)
+    resume = last_checkpoint(t, required=(STATE_FILE,))
+    if resume is not None:
+        curriculum.load(Path(resume))
+    scorer = DPRMScorer.load(config.dprm, device=device) if with_process else None
+    rewards = RewardFunctions(lambda: curriculum.stage, scorer)
     metric = config.curriculum.plateau.metric
     callbacks = [curriculum_callback(curriculum, rewards, metric, out, console), metrics_callback(out)]
     if progress:

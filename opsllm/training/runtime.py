@@ -12,7 +12,14 @@ from opsllm.spec.training import LoRASpec, ModelSpec, TrainSpec
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["device_of", "dtype_of", "last_checkpoint", "load_model", "lora_config", "trainer_arguments"]
+__all__ = ["device_of", "dtype_of", "last_checkpoint", "load_model", "lora_config", "start_run", "trainer_arguments"]
+
+
+def start_run(config: Any) -> tuple[str, torch.dtype]:
+    """Create the output folder; the device and dtype a stage config runs with."""
+    Path(config.train.output_dir).mkdir(parents=True, exist_ok=True)
+    device = device_of(config.train)
+    return device, dtype_of(config.model, device)
 
 
 def device_of(train: TrainSpec) -> str:
@@ -32,8 +39,18 @@ def dtype_of(model: ModelSpec, device: str) -> torch.dtype:
     return torch.bfloat16 if device == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
 
 
-def load_model(spec: ModelSpec, *, device: str, dtype: torch.dtype) -> tuple[Any, Any]:
-    """Model and tokenizer of ``spec``, with its adapter (if any) merged in so it is the new base."""
+def local_device(device: str) -> str:
+    """This process's device: under accelerate or torchrun each process owns the GPU of its LOCAL_RANK."""
+    return f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}" if device == "cuda" else "cpu"
+
+
+def load_model(spec: ModelSpec, *, device: str, dtype: torch.dtype, place: bool = True) -> tuple[Any, Any]:
+    """Model and tokenizer of ``spec``, with its adapter (if any) merged in so it is the new base.
+
+    ``place`` puts the model on this process's GPU; leave it false under DeepSpeed, which places (and with
+    ZeRO-3 shards) the weights itself. For ZeRO-3 to shard while loading, the trainer's arguments must
+    exist before this is called (transformers reads the DeepSpeed config they register).
+    """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from opsllm.training.models import resolve_model
@@ -47,8 +64,8 @@ def load_model(spec: ModelSpec, *, device: str, dtype: torch.dtype) -> tuple[Any
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(model, spec.adapter).merge_and_unload()
-    if device == "cuda":
-        model = model.to("cuda")
+    if place and device == "cuda":
+        model = model.to(local_device(device))
     return model, tokenizer
 
 
@@ -84,19 +101,42 @@ def trainer_arguments(train: TrainSpec, *, device: str, dtype: torch.dtype, has_
         "use_cpu": device == "cpu",
         "bf16": dtype == torch.bfloat16,
         "fp16": dtype == torch.float16,
-        "gradient_checkpointing": train.gradient_checkpointing,
+        "activation_checkpointing": train.gradient_checkpointing,
         "deepspeed": train.deepspeed,
         "report_to": "none",
         "dataloader_num_workers": 0,
     }
 
 
-def last_checkpoint(train: TrainSpec) -> str | None:
-    """The newest complete checkpoint of an earlier run of this config, to resume from."""
-    from transformers.trainer_utils import get_last_checkpoint
+def last_checkpoint(train: TrainSpec, required: tuple[str, ...] = ()) -> str | None:
+    """The newest complete checkpoint of an earlier run of this config, to resume from.
+
+    The trainer writes a checkpoint's files one after another, trainer_state.json last (and our callbacks
+    theirs after that), so a run killed while saving leaves a folder without them. Such a folder is set
+    aside as ``incomplete-checkpoint-N-<ns>`` (kept, never deleted) and the one before it is used.
+    """
+    import json
+    import re
+    import time
 
     folder = Path(train.output_dir) / "checkpoints"
-    return get_last_checkpoint(str(folder)) if folder.is_dir() else None
+    if not folder.is_dir():
+        return None
+    found = []
+    for path in folder.iterdir():
+        match = re.fullmatch(r"checkpoint-(\d+)", path.name)
+        if match and path.is_dir():
+            found.append((int(match[1]), path))
+    for _, path in sorted(found, reverse=True):
+        try:
+            json.loads((path / "trainer_state.json").read_text())
+            complete = all((path / name).is_file() for name in required)
+        except (OSError, ValueError):
+            complete = False
+        if complete:
+            return str(path)
+        path.rename(path.with_name(f"incomplete-{path.name}-{time.time_ns()}"))
+    return None
 
 
 def world_size() -> int:
