@@ -39,6 +39,7 @@ from opsllm.errors import StorageError, UsageError
 from opsllm.spec.sample import RCASample
 from opsllm.spec.training import DPRMDataConfig
 from opsllm.training.endpoint import ChatEndpoint
+from opsllm.training.examples import cut_observation
 from opsllm.training.rubric import JUDGE_REMINDER, generator_messages, judge_messages, parse_verdict
 
 __all__ = ["BuildSummary", "build_dprm_data", "default_cache_dir"]
@@ -70,6 +71,8 @@ def build_dprm_data(config: DPRMDataConfig, *, progress: bool = True, console: C
     samples = load_samples(Path(config.data.path), split=config.data.split)
     if config.data.limit is not None:
         samples = samples[: config.data.limit]
+    # The DPRM sees the prompts GRPO will show the policy: observations cut as the training configs cut them.
+    samples = [cut_observation(s, config.data.max_prompt_chars) for s in samples]
     unlabelled = [s.id for s in samples if s.label is None]
     if unlabelled:
         more = f" and {len(unlabelled) - 1} more" if len(unlabelled) > 1 else ""

