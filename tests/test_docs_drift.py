@@ -20,6 +20,7 @@ STALE = f"is stale: run `{docs.REGENERATE}` from the repository root and commit 
     (docs.CAMPAIGN_PAGE, docs.render_campaign_docs),
     (docs.WINDOW_PAGE, docs.render_window_docs),
     (docs.TRAINING_PAGE, docs.render_training_docs),
+    (docs.RESOURCES_PAGE, docs.render_resources_docs),
 ])
 def test_page_is_up_to_date(page, render):
     path = DOCS / page
@@ -37,7 +38,7 @@ def test_main_writes_every_page(tmp_path):
     docs.main([str(tmp_path / "out")])
     written = {p.name: p.read_text(encoding="utf-8") for p in (tmp_path / "out").iterdir()}
     assert written == docs.pages()
-    assert set(written) == {"campaign-spec.md", "window-format.md", "training-config.md"}
+    assert set(written) == {"campaign-spec.md", "window-format.md", "training-config.md", "resources.md"}
 
 
 # ---- the campaign page holds what the models say ----------------------------------------------

@@ -161,14 +161,19 @@ class CampaignSpec(_Spec):
                         replicas=dict(self.system.replicas))
 
 
-class InjectionCampaign(BaseModel):
-    """The InjectionCampaign resource (group opsllm.dev, version v1alpha1)."""
+class Resource(BaseModel):
+    """What every custom resource of opsllm.dev/v1alpha1 has; each adds its kind, spec and status."""
 
     model_config = ConfigDict(extra="forbid")
 
     apiVersion: Literal["opsllm.dev/v1alpha1"] = API_VERSION
-    kind: Literal["InjectionCampaign"] = "InjectionCampaign"
     metadata: ObjectMeta
+
+
+class InjectionCampaign(Resource):
+    """The InjectionCampaign resource (group opsllm.dev, version v1alpha1)."""
+
+    kind: Literal["InjectionCampaign"] = "InjectionCampaign"
     spec: CampaignSpec
     status: dict[str, Any] | None = Field(default=None, description="Written by the operator only.")
 

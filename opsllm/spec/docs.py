@@ -48,6 +48,7 @@ from opsllm.window import describe_format
 
 CAMPAIGN_PAGE = "campaign-spec.md"
 TRAINING_PAGE = "training-config.md"
+RESOURCES_PAGE = "resources.md"
 WINDOW_PAGE = "window-format.md"
 REGENERATE = "python -m opsllm.spec.docs"
 
@@ -304,10 +305,26 @@ def render_training_docs() -> str:
     return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip() + "\n"
 
 
+def render_resources_docs() -> str:
+    """The Markdown reference of the Injection and TrainingRun resources and of every status."""
+    from opsllm.spec import resources as r
+
+    intro = ("The custom resources of group `opsllm.dev`, version `v1alpha1`, besides InjectionCampaign "
+             "([campaign-spec.md](campaign-spec.md)). Their CRDs under `manifests/crds/` are generated from "
+             "these models by `python -m opsllm.spec.crd`; statuses are written by the operator only. A "
+             "TrainingRun stage's `config` is the stage's training config ([training-config.md](training-config.md)).")
+    lines = [_generated("opsllm/spec/resources.py"), "", "# Injection and TrainingRun reference", "", intro]
+    for model in (r.InjectionSpec, r.InjectionStatus, r.TrainingRunSpec, r.StageSpec, r.EvalConfig, r.PredictorSpec,
+                  r.ConfigMapSpec, r.Toleration, r.TrainingRunStatus, r.StageStatus, r.InjectionCampaignStatus,
+                  r.Condition, r.ObjectReference):
+        lines += _model_section(model)
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip() + "\n"
+
+
 def pages() -> dict[str, str]:
     """Every generated page, by file name under ``docs/``."""
     return {CAMPAIGN_PAGE: render_campaign_docs(), WINDOW_PAGE: render_window_docs(),
-            TRAINING_PAGE: render_training_docs()}
+            TRAINING_PAGE: render_training_docs(), RESOURCES_PAGE: render_resources_docs()}
 
 
 def main(argv: list[str] | None = None) -> None:
