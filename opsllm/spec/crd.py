@@ -362,9 +362,9 @@ def _stage_rules() -> list[Rule]:
     return [
         {"rule": "!has(self.config.stage) || self.config.stage == self.kind",
          "message": "config.stage must equal kind; it may be left out"},
-        {"rule": "self.nodes == 1 || self.kind in ['sft', 'dprm', 'grpo']",
+        {"rule": "self.nodes <= 1 || self.kind in ['sft', 'dprm', 'grpo']",
          "message": "only training stages (sft, dprm, grpo) run on several nodes"},
-        {"rule": "self.nodes == 1 || self.gpus >= 1", "message": "a stage on several nodes needs gpus"},
+        {"rule": "self.nodes <= 1 || self.gpus >= 1", "message": "a stage on several nodes needs gpus"},
         {"rule": "self.kind != 'grpo' || has(self.config.dprm) || (has(self.config.reward) && "
                  "has(self.config.reward.process) && !self.config.reward.process)",
          "message": "a grpo stage scores reasoning with the DPRM: set config.dprm.adapter, or set "
