@@ -25,28 +25,14 @@ __all__ = ["ModelPredictor", "load_for_inference"]
 def load_for_inference(path: str | Path, *, device: str = "auto") -> tuple[Any, Any]:
     """Model (with its adapter merged) and tokenizer, from a model, adapter or run folder."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from opsllm.training.models import resolve_model
+    from opsllm.training.runtime import dtype_of, load_model, model_spec_of
 
-    p = Path(path)
-    if (p / "adapter" / "adapter_config.json").is_file():
-        p = p / "adapter"
     device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
-    dtype = torch.bfloat16 if device == "cuda" else torch.float32
-    if (p / "adapter_config.json").is_file():
-        from peft import PeftConfig, PeftModel
-
-        base = resolve_model(PeftConfig.from_pretrained(p).base_model_name_or_path)
-        model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base, dtype=dtype), p)
-        model = model.merge_and_unload()
-    else:
-        model = AutoModelForCausalLM.from_pretrained(resolve_model(str(p)), dtype=dtype)
-    tokenizer = AutoTokenizer.from_pretrained(p)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    spec = model_spec_of(path)
+    model, tokenizer = load_model(spec, device=device, dtype=dtype_of(spec, device))
     tokenizer.padding_side = "left"
-    return model.to(device).eval(), tokenizer
+    return model.eval(), tokenizer
 
 
 class ModelPredictor:

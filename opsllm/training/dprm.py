@@ -18,7 +18,7 @@ from rich.console import Console
 
 from opsllm.errors import UsageError
 from opsllm.files import write_json_atomic
-from opsllm.spec.training import PAPER, DPRMRef, DPRMTrainConfig, ModelSpec
+from opsllm.spec.training import PAPER, DPRMRef, DPRMTrainConfig
 from opsllm.training.checks import check_config
 
 __all__ = ["DPRMScorer", "heldout", "score_rows", "train_dprm"]
@@ -50,19 +50,14 @@ class DPRMScorer:
 
     @classmethod
     def load(cls, ref: DPRMRef, *, device: str = "cpu") -> DPRMScorer:
-        from peft import PeftConfig, PeftModel
+        from opsllm.training.runtime import dtype_of, load_model, model_spec_of
 
-        from opsllm.training.runtime import dtype_of, load_model
-
-        adapter = Path(ref.adapter)
-        if not (adapter / "adapter_config.json").is_file():
-            raise UsageError(f"dprm.adapter: {adapter} is not a LoRA adapter folder; give the adapter/ folder of "
-                             "`opsllm train dprm`")
-        base = ref.base or PeftConfig.from_pretrained(adapter).base_model_name_or_path
-        spec = ModelSpec(path=base)
+        if not (Path(ref.adapter) / "adapter_config.json").is_file():
+            raise UsageError(f"dprm.adapter: {ref.adapter} is not a LoRA adapter folder; give the adapter/ folder "
+                             "of `opsllm train dprm`")
+        spec = model_spec_of(ref.adapter, base=ref.base)
         # Each training process scores its own completions with its own copy, on its own GPU.
         model, tokenizer = load_model(spec, device=device, dtype=dtype_of(spec, device))
-        model = PeftModel.from_pretrained(model, adapter)
         return cls(model, tokenizer, batch_size=ref.batch_size)
 
     def expected_scores(self, prompts: Sequence[str], chains: Sequence[str]) -> list[float]:

@@ -69,6 +69,19 @@ def load_model(spec: ModelSpec, *, device: str, dtype: torch.dtype, place: bool 
     return model, tokenizer
 
 
+def model_spec_of(path: str | Path, base: str | None = None) -> ModelSpec:
+    """The ModelSpec of a model folder, an adapter folder (its base read from the adapter's config, unless
+    ``base`` is given) or a training run's output folder (its ``adapter/``)."""
+    p = Path(path)
+    if (p / "adapter" / "adapter_config.json").is_file():
+        p = p / "adapter"
+    if not (p / "adapter_config.json").is_file():
+        return ModelSpec(path=str(p))
+    from peft import PeftConfig
+
+    return ModelSpec(path=base or PeftConfig.from_pretrained(p).base_model_name_or_path, adapter=str(p))
+
+
 def lora_config(lora: LoRASpec, task_type: str = "CAUSAL_LM") -> Any:
     from peft import LoraConfig
 
