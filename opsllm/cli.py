@@ -29,6 +29,8 @@ app.add_typer(eval_app, name="eval")
 app.add_typer(dataset_app, name="dataset")
 app.add_typer(train_app, name="train")
 app.add_typer(dprm_app, name="dprm")
+operator_app = typer.Typer(help="The Kubernetes operator.", no_args_is_help=True)
+app.add_typer(operator_app, name="operator")
 
 out = Console()
 err = Console(stderr=True)
@@ -310,3 +312,25 @@ def lab_simulate(
 
 if __name__ == "__main__":
     app()
+
+
+@operator_app.command("run")
+def operator_run(
+    config: Annotated[Path | None, typer.Option("--config", help="Operator settings (YAML); default "
+                                                "$OPSLLM_OPERATOR_CONFIG, else built-in defaults.")] = None,
+    kubeconfig: Annotated[Path | None, typer.Option("--kubeconfig", help="Kubeconfig to use; default: the "
+                                                    "pod's service account, else ~/.kube/config.")] = None,
+    namespace: Annotated[list[str] | None, typer.Option("--namespace", "-n", help="Watch only this namespace "
+                                                        "(repeatable); default: all.")] = None,
+    liveness: Annotated[str | None, typer.Option("--liveness", help="Serve Kopf's liveness probe at this URL, "
+                                                 "e.g. http://0.0.0.0:8081/healthz.")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Run the operator: InjectionCampaigns into Injections, chaos objects and samples; TrainingRuns into Jobs."""
+    from opsllm.errors import OpsLLMError
+    from opsllm.operator.run import run
+
+    try:
+        run(config=config, kubeconfig=kubeconfig, namespaces=namespace, liveness=liveness, verbose=verbose)
+    except OpsLLMError as exc:
+        _fail(exc)

@@ -1,0 +1,47 @@
+"""Start-up of the operator: settings, login, handler registration and Kopf's main loop.
+
+``opsllm operator run`` is also the container's entrypoint. The operator runs standalone (no Kopf
+peering objects): the chart runs one replica with the Recreate strategy, so two never act at once.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from opsllm.operator.settings import ENV_FILE, OperatorSettings, load_settings
+
+_settings: OperatorSettings | None = None
+
+
+def settings() -> OperatorSettings:
+    """The settings the running operator was started with (defaults in tests that call handlers directly)."""
+    global _settings
+    if _settings is None:
+        _settings = load_settings(os.environ.get(ENV_FILE))
+    return _settings
+
+
+def configure(new: OperatorSettings) -> None:
+    global _settings
+    _settings = new
+
+
+def run(*, config: str | Path | None = None, kubeconfig: str | Path | None = None,
+        namespaces: list[str] | None = None, liveness: str | None = None, verbose: bool = False) -> None:
+    """Run the operator until SIGTERM/SIGINT: watch all namespaces, or only ``namespaces``."""
+    import kopf
+
+    configure(load_settings(config if config is not None else os.environ.get(ENV_FILE)))
+    if kubeconfig is not None:
+        os.environ["KUBECONFIG"] = str(kubeconfig)  # Kopf's own login reads it too
+    from opsllm.operator import kube, metrics
+
+    kube.login(str(kubeconfig) if kubeconfig is not None else None)
+    import opsllm.operator.campaign
+    import opsllm.operator.training  # noqa: F401  (registers the handlers)
+
+    metrics.serve(settings().metricsPort)
+    kopf.configure(verbose=verbose)
+    kopf.run(standalone=True, clusterwide=not namespaces, namespaces=namespaces or [],
+             liveness_endpoint=liveness)
