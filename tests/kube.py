@@ -1,5 +1,9 @@
 """A loopback Kubernetes control plane for tests: etcd, kube-apiserver and kube-controller-manager.
 
+With ``kwok=True`` it also runs kube-scheduler and kwok, which plays the kubelets of fake nodes named like
+the twin's (``lab-node-1``...): pods get scheduled, turn Running and Ready, and are removed when deleted,
+with no container ever started. kwok's Stage files are in ``tests/kwok/``.
+
 The binaries come from ``scripts/build-kube.sh`` (``make kube``), cached under ``OPSLLM_KUBE_BIN``
 (default ``~/.cache/opsllm/kube-v1.37.2``). Without them the tests skip, unless ``OPSLLM_K8S=1`` asks
 for them, where a missing binary fails the test instead.
@@ -21,13 +25,25 @@ from backends import free_port, stop_process
 
 DEFAULT_BIN = Path.home() / ".cache" / "opsllm" / "kube-v1.37.2"
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kubectl")
+KWOK_COMPONENTS = ("kube-scheduler", "kwok")
 ADMIN_TOKEN = "opsllm-test-admin-token"
 
+KWOK_STAGES = Path(__file__).resolve().parent / "kwok"
+# The twin's node names, so that a pod-level plan made on the twin names nodes that exist here too.
+FAKE_NODES = ("lab-node-1", "lab-node-2", "lab-node-3")
+FAKE_NODE_ANNOTATION = ("kwok.x-k8s.io/node", "fake")
+# Roomy enough for OnlineBoutique at several replicas plus training Jobs asking for GPUs.
+FAKE_NODE_ALLOCATABLE = {"cpu": "32", "memory": "128Gi", "pods": "110", "nvidia.com/gpu": "8"}
 
-def kube_bin_dir() -> Path:
-    """The folder of the cached binaries; skips (or fails with OPSLLM_K8S=1) when one is missing."""
+
+def kube_bin_dir(*, kwok: bool = False) -> Path:
+    """The folder of the cached binaries; skips (or fails with OPSLLM_K8S=1) when one is missing.
+
+    ``kwok=True`` also requires kube-scheduler and kwok.
+    """
     bin_dir = Path(os.environ.get("OPSLLM_KUBE_BIN", str(DEFAULT_BIN))).expanduser()
-    missing = [c for c in COMPONENTS if not os.access(bin_dir / c, os.X_OK)]
+    wanted = COMPONENTS + (KWOK_COMPONENTS if kwok else ())
+    missing = [c for c in wanted if not os.access(bin_dir / c, os.X_OK)]
     if missing:
         message = (f"Kubernetes binaries missing from {bin_dir}: {', '.join(missing)}; `make kube` builds them "
                    "(scripts/build-kube.sh), or set OPSLLM_KUBE_BIN")
@@ -43,6 +59,7 @@ class KubeCluster:
     token: str
     kubeconfig: Path
     kubectl_bin: Path
+    nodes: tuple[str, ...] = ()  # the fake nodes kwok runs pods on; empty without kwok
 
     def kubectl(self, *args: str, input: str | None = None, timeout: float = 120.0) -> subprocess.CompletedProcess:
         """Run the cached kubectl against this cluster; never raises on a non-zero exit."""
@@ -86,9 +103,84 @@ def _openssl(*args: str) -> None:
     subprocess.run(["openssl", *args], check=True, capture_output=True)
 
 
+def fake_node(name: str) -> dict:
+    """A Node for kwok to play: picked by kwok's annotation, untainted so that ordinary pods schedule on it."""
+    key, value = FAKE_NODE_ANNOTATION
+    return {
+        "apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": name, "annotations": {key: value},
+                     "labels": {"type": "kwok", "kubernetes.io/hostname": name, "kubernetes.io/os": "linux",
+                                "kubernetes.io/arch": "amd64"}},
+        "status": {"allocatable": dict(FAKE_NODE_ALLOCATABLE), "capacity": dict(FAKE_NODE_ALLOCATABLE)},
+    }
+
+
+def _node_problem(node: dict) -> str | None:
+    ready = [c for c in node.get("status", {}).get("conditions", []) if c["type"] == "Ready"]
+    if not ready or ready[0]["status"] != "True":
+        return f"{node['metadata']['name']} not Ready"
+    # The node lifecycle controller lifts its not-ready taint a moment after Ready; until then nothing schedules.
+    taints = [t["key"] for t in node.get("spec", {}).get("taints", [])]
+    if taints:
+        return f"{node['metadata']['name']} tainted {taints}"
+    return None
+
+
+def _wait_nodes(server: str, names: Sequence[str], kwok: subprocess.Popen, log: Path, timeout: float) -> None:
+    headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    deadline = time.monotonic() + timeout
+    last = "no answer yet"
+    with httpx.Client(verify=False, timeout=5.0, headers=headers) as client:
+        while time.monotonic() < deadline:
+            if kwok.poll() is not None:
+                raise RuntimeError(f"kwok exited with {kwok.returncode}; log tail:\n{_tail(log)}")
+            items = client.get(f"{server}/api/v1/nodes", params={"labelSelector": "type=kwok"}).json()["items"]
+            found = {n["metadata"]["name"]: n for n in items}
+            problems = [p for name in names if (p := _node_problem(found[name]) if name in found else
+                                                f"{name} missing")]
+            if not problems:
+                return
+            last = "; ".join(problems)
+            time.sleep(0.2)
+    raise TimeoutError(f"kwok's nodes were not ready within {timeout:g} s ({last}); kwok log tail:\n{_tail(log)}")
+
+
+def _start_kwok(processes: list[subprocess.Popen], workdir: Path, bin_dir: Path, server: str,
+                kubeconfig: Path, nodes: Sequence[str], timeout: float) -> None:
+    """kube-scheduler, the fake nodes, then kwok; returns once every node is Ready and untainted."""
+    sched_port = free_port()
+    sched_log = workdir / "kube-scheduler.log"
+    sched = _start([str(bin_dir / "kube-scheduler"), f"--kubeconfig={kubeconfig}",
+                    f"--authentication-kubeconfig={kubeconfig}", f"--authorization-kubeconfig={kubeconfig}",
+                    "--leader-elect=false", "--bind-address=127.0.0.1", f"--secure-port={sched_port}",
+                    f"--cert-dir={workdir / 'scheduler-certs'}"], sched_log)
+    processes.append(sched)
+    _wait("kube-scheduler", f"https://127.0.0.1:{sched_port}/healthz", sched, sched_log, timeout, token=ADMIN_TOKEN)
+
+    with httpx.Client(verify=False, timeout=10.0, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as client:
+        for name in nodes:
+            response = client.post(f"{server}/api/v1/nodes", json=fake_node(name))
+            if response.status_code != 201:
+                raise RuntimeError(f"creating fake node {name} failed: HTTP {response.status_code} {response.text}")
+
+    key, value = FAKE_NODE_ANNOTATION
+    stages = [f"--config={path}" for path in sorted(KWOK_STAGES.glob("*.yaml"))]
+    kwok_log = workdir / "kwok.log"
+    kwok = _start([str(bin_dir / "kwok"), f"--kubeconfig={kubeconfig}", *stages, "--manage-all-nodes=false",
+                   f"--manage-nodes-with-annotation-selector={key}={value}", "--node-lease-duration-seconds=40",
+                   "--cidr=10.244.0.0/16"], kwok_log)
+    processes.append(kwok)
+    _wait_nodes(server, nodes, kwok, kwok_log, timeout)
+
+
 @contextmanager
-def kube_cluster(workdir: Path, bin_dir: Path, *, timeout: float = 90.0) -> Iterator[KubeCluster]:
-    """Start etcd, kube-apiserver and kube-controller-manager on loopback ports; stop them all on exit."""
+def kube_cluster(workdir: Path, bin_dir: Path, *, timeout: float = 90.0, kwok: bool = False,
+                 nodes: Sequence[str] = FAKE_NODES) -> Iterator[KubeCluster]:
+    """Start etcd, kube-apiserver and kube-controller-manager on loopback ports; stop them all on exit.
+
+    ``kwok=True`` adds kube-scheduler and kwok with the fake ``nodes`` (the twin's three by default); pass a
+    ``bin_dir`` from ``kube_bin_dir(kwok=True)``.
+    """
     workdir.mkdir(parents=True, exist_ok=True)
     processes: list[subprocess.Popen] = []
     with ExitStack() as stack:
@@ -146,5 +238,8 @@ def kube_cluster(workdir: Path, bin_dir: Path, *, timeout: float = 90.0) -> Iter
         _wait("kube-controller-manager", f"https://127.0.0.1:{kcm_port}/healthz", kcm, kcm_log, timeout,
               token=ADMIN_TOKEN)
 
+        if kwok:
+            _start_kwok(processes, workdir, bin_dir, server, kubeconfig, nodes, timeout)
+
         yield KubeCluster(server=server, token=ADMIN_TOKEN, kubeconfig=kubeconfig,
-                          kubectl_bin=bin_dir / "kubectl")
+                          kubectl_bin=bin_dir / "kubectl", nodes=tuple(nodes) if kwok else ())

@@ -50,7 +50,9 @@ class CampaignResult:
 
 def campaign_digest(campaign: InjectionCampaign) -> str:
     """Identity of what a campaign produces (metadata labels and status do not change it)."""
-    body = dumps_json({"name": campaign.metadata.name, "spec": campaign.spec.model_dump(mode="json")})
+    # suspend and abort steer a cluster run; they change nothing that is produced.
+    spec = campaign.spec.model_dump(mode="json", exclude={"suspend", "abort"})
+    body = dumps_json({"name": campaign.metadata.name, "spec": spec})
     return hashlib.sha256(body.encode()).hexdigest()
 
 

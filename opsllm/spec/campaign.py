@@ -134,6 +134,10 @@ class CampaignSpec(_Spec):
     collectors: CollectorsSpec | None = Field(
         default=None, description="Where a cluster run reads each injection's telemetry (docs/collectors.md); "
         "the twin ignores it.")
+    suspend: bool = Field(default=False, description="Cluster only: pause the campaign. The fault in flight "
+                          "ends on time and is collected; no new one starts until this is false again.")
+    abort: bool = Field(default=False, description="Cluster only: stop for good. The fault in flight is removed "
+                        "at once (its injection is marked Failed, reason Aborted) and the campaign ends Aborted.")
 
     @model_validator(mode="after")
     def _against_topology(self) -> CampaignSpec:

@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from opsllm.spec.campaign import DNS1123, Resource
-from opsllm.spec.duration import PositiveDuration
+from opsllm.spec.duration import PositiveDuration, format_duration
 from opsllm.spec.faults import CATALOGUE, FAULT_MODELS, FAULT_TYPES, Mode
 from opsllm.spec.injection import PlannedInjection
 from opsllm.spec.target import Level
@@ -161,7 +161,7 @@ class InjectionSpec(_Spec):
         return cls(campaign=p.campaign, index=p.index, id=p.id, faultIndex=p.fault_index, repeat=p.repeat,
                    kind=p.kind, action=p.action, faultType=p.fault_type, level=p.level, component=p.component,
                    pods=p.pods, node=p.node, mode=p.mode, value=p.value, params=p.params,
-                   plannedStart=p.fault_start, duration=p.duration, windowStart=p.window_start,
+                   plannedStart=p.fault_start, duration=format_duration(p.duration), windowStart=p.window_start,
                    windowEnd=p.window_end, seed=p.seed)
 
 
@@ -170,6 +170,11 @@ class InjectionStatus(ResourceStatus):
     chaosObject: ObjectReference | None = Field(default=None, description="The Chaos Mesh object made for it.")
     actualStart: datetime | None = Field(default=None, description="When the fault took effect (UTC).")
     actualEnd: datetime | None = Field(default=None, description="When the fault was removed (UTC).")
+    pods: list[str] = Field(default_factory=list, description="Live pods the chaos object selected by name "
+                            "(pod-level faults).")
+    windowStart: datetime | None = Field(default=None, description="Start of the collected window (UTC).")
+    windowEnd: datetime | None = Field(default=None, description="End of the collected window (UTC).")
+    attempts: int = Field(default=0, ge=0, description="Collection attempts that failed so far.")
     sampleId: str | None = Field(default=None, description="Id of the RCA sample built from its window.")
 
 
