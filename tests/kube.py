@@ -243,3 +243,19 @@ def kube_cluster(workdir: Path, bin_dir: Path, *, timeout: float = 90.0, kwok: b
 
         yield KubeCluster(server=server, token=ADMIN_TOKEN, kubeconfig=kubeconfig,
                           kubectl_bin=bin_dir / "kubectl", nodes=tuple(nodes) if kwok else ())
+
+
+def service_account_kubeconfig(kube: KubeCluster, namespace: str, account: str, path: Path) -> KubeCluster:
+    """A KubeCluster that authenticates as a ServiceAccount, with a token from the TokenRequest API."""
+    made = kube.kubectl("create", "token", account, "-n", namespace, "--duration=2h")
+    if made.returncode != 0:
+        raise RuntimeError(f"kubectl create token {account} -n {namespace} failed: {made.stderr}")
+    token = made.stdout.strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        "apiVersion: v1\nkind: Config\n"
+        f"clusters:\n- name: test\n  cluster:\n    server: {kube.server}\n    insecure-skip-tls-verify: true\n"
+        f"users:\n- name: {account}\n  user:\n    token: {token}\n"
+        f"contexts:\n- name: test\n  context:\n    cluster: test\n    user: {account}\n"
+        "current-context: test\n")
+    return KubeCluster(server=kube.server, token=token, kubeconfig=path, kubectl_bin=kube.kubectl_bin)

@@ -19,11 +19,12 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from kube import KubeCluster, kube_bin_dir, kube_cluster
+from kube import KubeCluster, kube_bin_dir, kube_cluster, service_account_kubeconfig
 from operator_lab import CAMPAIGNS, LAB, ROOT, ChaosRecorder, Lab, Operator, install_crds, ok
 
 from opsllm.data.store import DatasetStore
 from opsllm.lab.planner import plan
+from opsllm.operator.chart import RELEASE_NAMESPACE
 from opsllm.spec.campaign import parse_campaign
 from opsllm.spec.chaosmesh import render
 
@@ -34,11 +35,21 @@ FAST = {"baseline": "2s", "faultDuration": "2s", "cooldown": "1s"}
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory, shared_dir: Path) -> Iterator[KubeCluster]:
-    with kube_cluster(tmp_path_factory.mktemp("kube"), kube_bin_dir()) as kube:
+    """A control plane with kwok's fake nodes (so OnlineBoutique's pods reach Running), the chart's rendering
+    (CRDs, namespaces, the operator's ServiceAccount and RBAC) and the upstream Chaos Mesh CRDs."""
+    with kube_cluster(tmp_path_factory.mktemp("kube"), kube_bin_dir(kwok=True), kwok=True) as kube:
         install_crds(kube, shared_dir)
-        for ns in (LAB, CAMPAIGNS, "payments-prod"):
+        ok(kube.kubectl("apply", "--server-side", "-k", str(ROOT / "manifests")))
+        for ns in (CAMPAIGNS, "payments-prod"):
             ok(kube.kubectl("create", "namespace", ns))
         yield kube
+
+
+@pytest.fixture(scope="module")
+def as_operator(cluster: KubeCluster, tmp_path_factory: pytest.TempPathFactory) -> KubeCluster:
+    """The operator authenticates as the chart's ServiceAccount: it has exactly the chart's permissions."""
+    return service_account_kubeconfig(cluster, RELEASE_NAMESPACE, "opsllm-operator",
+                                      tmp_path_factory.mktemp("sa") / "kubeconfig")
 
 
 @pytest.fixture(scope="module")
@@ -63,12 +74,13 @@ def telemetry() -> Iterator[dict[str, Any]]:
 
 
 @pytest.fixture
-def operator(cluster: KubeCluster, telemetry: dict[str, Any], tmp_path: Path) -> Iterator[Operator]:
-    settings = {"allowedNamespaces": [LAB], "installBoutique": False, "sinkPath": str(tmp_path / "sink"),
+def operator(as_operator: KubeCluster, telemetry: dict[str, Any], tmp_path: Path) -> Iterator[Operator]:
+    settings = {"allowedNamespaces": [LAB], "installBoutique": True, "sinkPath": str(tmp_path / "sink"),
                 "collectors": telemetry}
-    op = Operator(cluster.kubeconfig, settings, tmp_path / "operator")
+    op = Operator(as_operator.kubeconfig, settings, tmp_path / "operator")
     yield op.start()
     op.stop()
+    assert "Forbidden" not in op.log.read_text(), f"the operator was refused something:\n{op.tail()}"
 
 
 @pytest.fixture
@@ -123,8 +135,20 @@ def test_cluster_smoke_campaign_injects_one_fault_at_a_time_and_writes_true_samp
     table = ok(lab.kube.kubectl("get", "injectioncampaigns", "-n", CAMPAIGNS))
     assert "Succeeded" in table and f"{len(planned)}/{len(planned)}" in table, table
 
+    # OnlineBoutique was installed from the project's templates and was available before the first fault.
+    system = next(c for c in done["status"]["conditions"] if c["type"] == "SystemReady")
+    assert system["status"] == "True"
+    deployments = lab.get("deployments", namespace=LAB)
+    assert len(deployments) == 12 and all(d["status"].get("availableReplicas") == 1 for d in deployments)
+    live = {p["metadata"]["name"]: p for p in lab.get("pods", namespace=LAB)}
+
     injections = lab.injections("cluster-smoke")
     assert [i["spec"]["id"] for i in injections] == [p.id for p in planned]
+    pod_level = [i for i in injections if i["spec"]["level"] == "pod"]
+    assert pod_level, "cluster-smoke has a pod-level fault"
+    for inj in pod_level:  # planned on the twin's pod names, aimed at the live pod of the same replica
+        assert inj["status"]["pods"] and all(p in live for p in inj["status"]["pods"])
+        assert all(live[p]["metadata"]["labels"]["app"] == inj["spec"]["component"] for p in inj["status"]["pods"])
     assert all(i["status"]["phase"] == "Done" for i in injections)
     for inj in injections:
         owner = inj["metadata"]["ownerReferences"][0]

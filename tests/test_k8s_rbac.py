@@ -22,7 +22,7 @@ import httpx
 import pytest
 import yaml
 from backends import free_port, stop_process
-from kube import KubeCluster, kube_bin_dir, kube_cluster
+from kube import KubeCluster, kube_bin_dir, kube_cluster, service_account_kubeconfig
 
 from opsllm.operator.chart import CLUSTER_RULES, LAB_RULES, RELEASE_NAMESPACE, TRAINING_RULES
 
@@ -169,15 +169,8 @@ def test_kubectl_auth_can_i_as_the_service_account(cluster: KubeCluster) -> None
 @pytest.fixture(scope="module")
 def as_operator(cluster: KubeCluster, tmp_path_factory: pytest.TempPathFactory) -> KubeCluster:
     """kubectl that authenticates with a token of the chart's ServiceAccount (TokenRequest)."""
-    token = _ok(cluster.kubectl("create", "token", ACCOUNT, "-n", RELEASE_NAMESPACE, "--duration=1h")).strip()
-    kubeconfig = tmp_path_factory.mktemp("sa") / "kubeconfig"
-    kubeconfig.write_text(
-        "apiVersion: v1\nkind: Config\n"
-        f"clusters:\n- name: test\n  cluster:\n    server: {cluster.server}\n    insecure-skip-tls-verify: true\n"
-        f"users:\n- name: operator\n  user:\n    token: {token}\n"
-        "contexts:\n- name: test\n  context:\n    cluster: test\n    user: operator\n"
-        "current-context: test\n")
-    return KubeCluster(server=cluster.server, token=token, kubeconfig=kubeconfig, kubectl_bin=cluster.kubectl_bin)
+    return service_account_kubeconfig(cluster, RELEASE_NAMESPACE, ACCOUNT,
+                                      tmp_path_factory.mktemp("sa") / "kubeconfig")
 
 
 def _pod_chaos(namespace: str) -> str:
