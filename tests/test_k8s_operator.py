@@ -304,3 +304,21 @@ def test_a_semantically_wrong_campaign_is_failed_with_the_field_named(lab: Lab, 
     assert ready["reason"] == "InvalidSpec"
     assert "faults[0].target.pod" in ready["message"] and "cartservice-nope" in ready["message"]
     assert lab.injections("wrong-pod") == [] and lab.chaos_objects() == []
+
+
+def test_two_campaigns_on_one_lab_never_overlap_their_faults(lab: Lab, operator: Operator) -> None:
+    """maxActiveInjections (1 by default) holds across campaigns: each window stays free of other faults."""
+    first = _campaign("left", [{"kind": "PodChaos", "action": "pod-failure",
+                                "target": {"level": "service", "service": s}} for s in ("cartservice", "adservice")])
+    second = _campaign("right", [{"kind": "StressChaos", "action": "cpu",
+                                  "target": {"level": "service", "service": s}}
+                                 for s in ("currencyservice", "emailservice")])
+    with ChaosRecorder(lab) as recorder:
+        lab.apply(first)
+        lab.apply(second)
+        for name in ("left", "right"):
+            assert lab.wait_phase(name, ("Succeeded", "Failed"), timeout=120,
+                                  operator=operator)["status"]["phase"] == "Succeeded"
+    campaigns = {r.labels["opsllm.dev/campaign"] for r in recorder.seen.values()}
+    assert campaigns == {"left", "right"} and len(recorder.seen) == 4
+    assert recorder.overlaps() == []

@@ -29,7 +29,9 @@ from __future__ import annotations
 
 import logging
 import shutil
+import threading
 import time
+from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -393,9 +395,14 @@ def _advance(campaign: dict[str, Any], spec: InjectionCampaign, inj: PlannedInje
     return 0.0
 
 
-def _active_faults(lab: str) -> int:
-    items = kube.list_objects(API, "Injection", None, {L_LAB: lab})
-    return sum((i.get("status") or {}).get("phase") == "Injecting" for i in items)
+def _active_faults(lab: str, chaos_ns: str) -> int:
+    """Chaos objects aimed at the lab now, whichever campaign made them."""
+    return len(_chaos_objects(chaos_ns, {L_LAB: lab}))
+
+
+# One operator process acts (standalone, one replica), so a lock per lab makes check-then-create atomic
+# between the campaigns' daemons.
+_lab_locks: dict[str, threading.Lock] = defaultdict(threading.Lock)
 
 
 def _target_pods(spec: InjectionCampaign, inj: PlannedInjection) -> list[str]:
@@ -423,17 +430,18 @@ def _start_fault(campaign: dict[str, Any], spec: InjectionCampaign, inj: Planned
         if _now() < due:
             return min(TICK, (due - _now()).total_seconds())
         lab = spec.spec.system.namespace
-        if _active_faults(lab) >= settings().maxActiveInjections:
-            st = injection.get("status") or {}
-            message = f"waiting: {settings().maxActiveInjections} fault(s) already active in {lab}"
-            if st.get("message") != message:
-                _patch_injection(injection, {"message": message})
-            return TICK
-        pods = _target_pods(spec, inj)
-        chaos = render(inj.model_copy(update={"pods": pods}), spec.spec.system.namespace,
-                       chaos_namespace=chaos_ns)
-        chaos["metadata"]["labels"].update({L_UID: campaign["metadata"]["uid"]})
-        existing = kube.create(chaos)
+        with _lab_locks[lab]:
+            if _active_faults(lab, chaos_ns) >= settings().maxActiveInjections:
+                st = injection.get("status") or {}
+                message = f"waiting: {settings().maxActiveInjections} fault(s) already active in {lab}"
+                if st.get("message") != message:
+                    _patch_injection(injection, {"message": message})
+                return TICK
+            pods = _target_pods(spec, inj)
+            chaos = render(inj.model_copy(update={"pods": pods}), lab, chaos_namespace=chaos_ns)
+            chaos["metadata"]["labels"].update({L_UID: campaign["metadata"]["uid"], L_LAB: lab})
+            existing = kube.create(chaos)
+            metrics.ACTIVE_FAULTS.labels(lab).set(_active_faults(lab, chaos_ns))
         metrics.CHAOS_OBJECTS.labels("created").inc()
         started = _now()
     else:
@@ -471,6 +479,8 @@ def _end_fault(campaign: dict[str, Any], spec: InjectionCampaign, inj: PlannedIn
     ref = st["chaosObject"]
     _delete_chaos({"apiVersion": ref["apiVersion"], "kind": ref["kind"],
                    "metadata": {"name": ref["name"], "namespace": ref.get("namespace")}})
+    lab = spec.spec.system.namespace
+    metrics.ACTIVE_FAULTS.labels(lab).set(_active_faults(lab, chaos_namespace(spec)))
     # Chaos Mesh itself recovers at spec.duration, so a late deletion does not lengthen the fault.
     _patch_injection(injection, {"phase": "CoolingDown", "actualEnd": _iso(due),
                                  "message": f"{inj.kind} {ref['name']} removed"})
