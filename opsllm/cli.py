@@ -158,6 +158,26 @@ def fuse(
     err.print(f"{p.raw_bytes} raw bytes -> {p.fused_bytes} fused bytes (compression {ratio:.4f})")
 
 
+_REPORT_COLUMNS = ("component_acc", "type_acc", "level_acc", "ac@1", "ac@3", "avg@5")
+
+
+def _write_report(folder: Path, result: dict) -> None:
+    """report.json (every figure) and report.md (the table) in ``folder``, each written atomically."""
+    from opsllm.files import write_json_atomic, write_text_atomic
+
+    rows = [(result["predictor"], result), ("constant guess", result["constant_guess"])]
+    rows += [(k, v) for k, v in result["per_fault_type"].items()]
+    lines = [f"# RCA evaluation: {result['predictor']} on {result['source']}", "",
+             "| | samples | " + " | ".join(_REPORT_COLUMNS) + " |", "|---" * (len(_REPORT_COLUMNS) + 2) + "|"]
+    lines += [f"| {name} | {r['samples']} | " + " | ".join(f"{r[k]:.3f}" for k in _REPORT_COLUMNS) + " |"
+              for name, r in rows]
+    try:
+        write_json_atomic(folder / "report.json", result)
+        write_text_atomic(folder / "report.md", "\n".join(lines) + "\n")
+    except OSError as exc:
+        _fail(OperationalError(f"cannot write the report to {folder}: {exc}"))
+
+
 @eval_app.command("rca")
 def eval_rca(
     source: Annotated[Path, typer.Argument(help="A dataset folder (manifest.json) or a campaign output folder "
@@ -172,11 +192,14 @@ def eval_rca(
                                       "window instead of the fused sample's capped evidence.")] = False,
     as_json: Annotated[bool, typer.Option("--json")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+    report: Annotated[Path | None, typer.Option("--out", help="Also write the report to this folder "
+                                                "(report.json and report.md).")] = None,
 ) -> None:
     """Score a root-cause predictor: component, type and level accuracy, ac@1, ac@3, avg@5, per fault
     type, with a constant guess beside them."""
     from opsllm.evaluation.rca import score
     from opsllm.evaluation.sources import load_samples, predictor_named
+    from opsllm.termination import write_termination_log
 
     try:
         options = {"batch_size": batch_size, "max_new_tokens": max_new_tokens, "console": err,
@@ -186,8 +209,11 @@ def eval_rca(
         result = score(samples, chosen)
     except (UsageError, OperationalError) as exc:
         _fail(exc)
+    write_termination_log(result)
     result["predictor"] = predictor
     result["source"] = str(source)
+    if report is not None:
+        _write_report(report, result)
     if as_json:
         sys.stdout.write(json.dumps(result, indent=2) + "\n")
         return

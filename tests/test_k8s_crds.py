@@ -165,3 +165,14 @@ def test_grpo_stage_without_dprm_is_refused(cluster: KubeCluster) -> None:
     grpo["config"].pop("dprm", None)
     run["spec"]["stages"][1] = grpo
     _refused(cluster, run, "spec.stages[1]", "DPRM")
+
+
+def test_training_run_spec_cannot_change_once_created(cluster: KubeCluster) -> None:
+    run = _training_run("frozen")
+    _ok(_apply(cluster, run))
+    changed = copy.deepcopy(run)
+    changed["spec"]["backoffLimit"] = 7
+    _refused(cluster, changed, "cannot change once created")
+    metadata_only = copy.deepcopy(run)
+    metadata_only["metadata"]["labels"] = {"team": "sre"}
+    _ok(_apply(cluster, metadata_only))  # labels and annotations stay editable

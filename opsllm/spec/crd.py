@@ -393,6 +393,8 @@ RESOURCES: tuple[CustomResource, ...] = (
         columns=(_column("Campaign", ".spec.campaign"), _column("Fault", ".spec.faultType"),
                  _column("Component", ".spec.component"), _column("Phase", ".status.phase"),
                  _column("Start", ".status.actualStart", "date", priority=1), _age()),
+        rules={"": [{"rule": "self == oldSelf",
+                     "message": "an Injection's spec is the ground truth of a fault and cannot change"}]},
     ),
     CustomResource(
         kind="TrainingRun", plural="trainingruns", short_names=("tr",), spec=TrainingRunSpec,
@@ -400,7 +402,10 @@ RESOURCES: tuple[CustomResource, ...] = (
         columns=(_column("Phase", ".status.phase"), _column("Progress", ".status.progress"),
                  _column("Stage", ".status.currentStage"), _age()),
         rules={"": [{"rule": "self.stages.all(s, self.stages.exists_one(t, t.name == s.name))",
-                     "message": "stage names must be unique"}],
+                     "message": "stage names must be unique"},
+                    {"rule": "self == oldSelf",
+                     "message": "a TrainingRun's spec cannot change once created: its Jobs follow the spec "
+                                "they were made from; create a new TrainingRun (another name) instead"}],
                "stages[]": _stage_rules()},
     ),
 )

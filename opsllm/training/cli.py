@@ -6,6 +6,7 @@ Exit codes: 0 on success, 2 for a usage error (fix the input and run again), 1 f
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 from pathlib import Path
@@ -17,6 +18,7 @@ from rich.console import Console
 
 from opsllm.data.cli import fail
 from opsllm.errors import OpsLLMError, UsageError
+from opsllm.termination import write_termination_log
 
 train_app = typer.Typer(help="Post-train ops LLMs: LoRA SFT, the DPRM, stage-gated GRPO.", no_args_is_help=True)
 dprm_app = typer.Typer(help="The domain process reward model: its data and its scores.", no_args_is_help=True)
@@ -85,11 +87,25 @@ def _run(stage: str, file: Path, overrides: list[str] | None, check: bool, quiet
 
             summary = build_dprm_data(config, progress=not quiet, console=err)
             err.print(f"wrote {config.output}: {summary}")
+            write_termination_log(dataclasses.asdict(summary))
             return
         out = train(config, console=err, progress=not quiet)
     except OpsLLMError as exc:
         fail(exc)
+    _hand_off_result(out)
     err.print(f"[bold green]done:[/] {out} (adapter/, metrics.jsonl, plots/, README.md, result.json)")
+
+
+def _hand_off_result(out: Path) -> None:
+    from opsllm.training.outputs import RESULT_FILE
+
+    # Only the main process writes result.json; the others have no figures to hand off.
+    result_file = out / RESULT_FILE
+    if not result_file.exists():
+        return
+    result = json.loads(result_file.read_text())
+    final = result.pop("final_log", None) or {}
+    write_termination_log({**result, **final})
 
 
 @train_app.command("sft")
