@@ -14,10 +14,11 @@ from __future__ import annotations
 import os
 import subprocess
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -65,6 +66,18 @@ class KubeCluster:
         """Run the cached kubectl against this cluster; never raises on a non-zero exit."""
         return subprocess.run([str(self.kubectl_bin), f"--kubeconfig={self.kubeconfig}", *args], input=input,
                               capture_output=True, text=True, timeout=timeout)
+
+
+def wait_until(what: str, probe: Callable[[], Any], timeout: float = 60.0, *, every: float = 0.3,
+               on_timeout: Callable[[], str] = str) -> Any:
+    """Poll ``probe`` until it returns something truthy and return that; AssertionError naming ``what``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = probe()
+        if found:
+            return found
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}\n{on_timeout()}")
 
 
 def _tail(log: Path, lines: int = 30) -> str:

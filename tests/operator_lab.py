@@ -7,6 +7,7 @@ lab namespaces, and telemetry backends for the collectors. The operator runs as 
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -19,9 +20,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import yaml
 from backends import free_port
-from kube import KubeCluster
+from kube import KubeCluster, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 OPSLLM = ROOT / ".venv" / "bin" / "opsllm"
@@ -52,6 +54,7 @@ class Operator:
     kubeconfig: Path
     settings: dict[str, Any]
     workdir: Path
+    args: tuple[str, ...] = ()
     process: subprocess.Popen | None = None
     starts: int = 0
     metrics_port: int = field(default_factory=free_port)
@@ -72,7 +75,7 @@ class Operator:
             out.write(f"\n===== start {self.starts} at {datetime.now(UTC).isoformat()} =====\n")
             out.flush()
             self.process = subprocess.Popen([str(OPSLLM), "operator", "run", "--config", str(self.config),
-                                             "--kubeconfig", str(self.kubeconfig)],
+                                             "--kubeconfig", str(self.kubeconfig), *self.args],
                                             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
         return self
@@ -91,7 +94,18 @@ class Operator:
                 self.kill()
 
     def tail(self, lines: int = 60) -> str:
-        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:]) if self.log.exists() else ""
+        text = self.log.read_text(errors="replace") if self.log.exists() else ""
+        return "operator log tail:\n" + "\n".join(text.splitlines()[-lines:])
+
+    def counter(self, name: str, **labels: str) -> float:
+        """One sample of the operator's /metrics (0 when absent)."""
+        want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+        text = httpx.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5).text
+        for line in text.splitlines():
+            key, _, value = line.rpartition(" ")
+            if key == (f"{name}{{{want}}}" if want else name):
+                return float(value)
+        return 0.0
 
 
 class Lab:
@@ -128,14 +142,7 @@ class Lab:
 
     def wait_for(self, what: str, check: Callable[[], Any], timeout: float = 120.0, every: float = 0.3,
                  operator: Operator | None = None) -> Any:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            got = check()
-            if got:
-                return got
-            time.sleep(every)
-        extra = f"\noperator log tail:\n{operator.tail()}" if operator else ""
-        raise AssertionError(f"timed out after {timeout:g} s waiting for {what}{extra}")
+        return wait_until(what, check, timeout, every=every, on_timeout=operator.tail if operator else str)
 
     def wait_phase(self, name: str, phases: tuple[str, ...], timeout: float = 120.0,
                    operator: Operator | None = None) -> dict[str, Any]:
@@ -203,4 +210,4 @@ class ChaosRecorder:
 
     def overlaps(self) -> list[tuple[str, str]]:
         recs = sorted(self.seen.values(), key=lambda r: r.first)
-        return [(a.name, b.name) for a, b in zip(recs, recs[1:], strict=False) if b.first < a.last]
+        return [(a.name, b.name) for a, b in itertools.pairwise(recs) if b.first < a.last]

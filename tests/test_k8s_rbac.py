@@ -12,17 +12,15 @@ chart runs it, and handles a campaign and a TrainingRun without one refusal.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 import yaml
-from backends import free_port, stop_process
-from kube import KubeCluster, kube_bin_dir, kube_cluster, service_account_kubeconfig
+from backends import free_port
+from kube import KubeCluster, kube_bin_dir, kube_cluster, service_account_kubeconfig, wait_until
+from operator_lab import Operator
 
 from opsllm.operator.chart import CLUSTER_RULES, LAB_RULES, RELEASE_NAMESPACE, TRAINING_RULES
 
@@ -209,48 +207,34 @@ def test_requests_with_the_service_accounts_token(as_operator: KubeCluster) -> N
     _forbidden(as_operator.kubectl("create", "clusterrole", "escalate", "--verb=get", "--resource=secrets"))
 
 
-def _wait(what: str, probe, timeout: float, on_timeout) -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = probe()
-        if found:
-            return found
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}\n{on_timeout()}")
-
-
 def _status_phase(kube: KubeCluster, kind: str, name: str, namespace: str) -> str | None:
     result = kube.kubectl("get", kind, name, "-n", namespace, "-o", "json")
     return json.loads(result.stdout).get("status", {}).get("phase") if result.returncode == 0 else None
 
 
 @pytest.fixture(scope="module")
-def operator_log(as_operator: KubeCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+def operator(as_operator: KubeCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operator]:
     """The real operator, cluster-wide as the chart runs it, with the ServiceAccount's token and settings."""
     workdir = tmp_path_factory.mktemp("operator")
     configmap = yaml.safe_load((ROOT / "manifests" / "operator" / "configmap.yaml").read_text())
     settings = yaml.safe_load(configmap["data"]["operator.yaml"])
-    settings.update({"metricsPort": 0, "sinkPath": str(workdir / "data")})  # no port clash beside other tests
-    (workdir / "operator.yaml").write_text(yaml.safe_dump(settings))
-    log, port = workdir / "operator.log", free_port()
-    opsllm = Path(sys.executable).with_name("opsllm")
-    with log.open("ab") as out:
-        process = subprocess.Popen(
-            [str(opsllm), "operator", "run", "--config", str(workdir / "operator.yaml"),
-             "--kubeconfig", str(as_operator.kubeconfig), "--liveness", f"http://127.0.0.1:{port}/healthz"],
-            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    try:
-        def healthy() -> bool:
-            assert process.poll() is None, f"the operator exited with {process.returncode}:\n{log.read_text()}"
-            try:
-                return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200
-            except httpx.HTTPError:
-                return False
+    settings["sinkPath"] = str(workdir / "data")
+    port = free_port()
+    op = Operator(as_operator.kubeconfig, settings, workdir, args=("--liveness", f"http://127.0.0.1:{port}/healthz"))
+    op.start()
 
-        _wait("the operator's liveness endpoint", healthy, 90, log.read_text)
-        yield log
+    def healthy() -> bool:
+        assert op.process.poll() is None, f"the operator exited with {op.process.returncode}:\n{op.tail()}"
+        try:
+            return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    try:
+        wait_until("the operator's liveness endpoint", healthy, 90, on_timeout=op.tail)
+        yield op
     finally:
-        stop_process(process, grace=20.0)
+        op.stop()
 
 
 def _training_run(name: str) -> dict:
@@ -263,14 +247,15 @@ def _training_run(name: str) -> dict:
                      "stages": [{"name": "sft", "kind": "sft", "config": config("tiny-sft.yaml")}]}}
 
 
-def test_the_operator_works_with_only_these_permissions(cluster: KubeCluster, operator_log: Path) -> None:
+def test_the_operator_works_with_only_these_permissions(cluster: KubeCluster, operator: Operator) -> None:
     # A campaign outside the allowlist: the operator must be able to read it and write its status.
     campaign = yaml.safe_load((ROOT / "examples" / "campaigns" / "smoke.yaml").read_text())
     campaign["metadata"] = {"name": "outside-the-lab", "namespace": "default"}
+    campaign["spec"]["system"]["namespace"] = "default"
     _ok(cluster.kubectl("create", "-f", "-", input=json.dumps(campaign)))
-    _wait("the campaign outside the allowlist to fail",
-          lambda: _status_phase(cluster, "injectioncampaign", "outside-the-lab", "default") == "Failed",
-          60, operator_log.read_text)
+    wait_until("the campaign outside the allowlist to fail",
+               lambda: _status_phase(cluster, "injectioncampaign", "outside-the-lab", "default") == "Failed",
+               60, on_timeout=operator.tail)
 
     # A TrainingRun: the operator creates its first stage's ConfigMap and Job with the training Role.
     _ok(cluster.kubectl("create", "-f", "-", input=json.dumps(_training_run("rbac-run"))))
@@ -279,10 +264,10 @@ def test_the_operator_works_with_only_these_permissions(cluster: KubeCluster, op
         out = _ok(cluster.kubectl("get", "jobs", "-n", TRAINING, "-o", "json"))
         return json.loads(out)["items"]
 
-    made = _wait("the TrainingRun's first Job", jobs, 60, operator_log.read_text)
+    made = wait_until("the TrainingRun's first Job", jobs, 60, on_timeout=operator.tail)
     assert made[0]["metadata"]["ownerReferences"][0]["name"] == "rbac-run"
-    _wait("the TrainingRun's status", lambda: _status_phase(cluster, "trainingrun", "rbac-run", TRAINING),
-          60, operator_log.read_text)
+    wait_until("the TrainingRun's status", lambda: _status_phase(cluster, "trainingrun", "rbac-run", TRAINING),
+               60, on_timeout=operator.tail)
 
-    text = operator_log.read_text()
+    text = operator.log.read_text()
     assert "Forbidden" not in text and " 403" not in text, text[-4000:]

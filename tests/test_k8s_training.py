@@ -15,19 +15,16 @@ for what would run them, each speaking the real API:
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import yaml
-from backends import free_port
-from kube import KubeCluster, kube_bin_dir, kube_cluster
+from kube import KubeCluster, kube_bin_dir, kube_cluster, wait_until
+from operator_lab import Operator
 
 pytestmark = [pytest.mark.k8s, pytest.mark.xdist_group("k8s")]
 
@@ -47,60 +44,7 @@ def _ok(result: subprocess.CompletedProcess) -> str:
 
 
 def _wait(what: str, probe: Callable[[], Any], timeout: float = TIMEOUT, on_timeout: Callable[[], str] = str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = probe()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}\n{on_timeout()}")
-
-
-class Operator:
-    """``opsllm operator run`` as a subprocess, restartable, its log kept for failure messages."""
-
-    def __init__(self, kube: KubeCluster, workdir: Path) -> None:
-        self.kube, self.log = kube, workdir / "operator.log"
-        self.settings = workdir / "operator.yaml"
-        self.metrics_port = free_port()
-        self.settings.write_text(yaml.safe_dump({"metricsPort": self.metrics_port}))
-        self.process: subprocess.Popen | None = None
-
-    def counter(self, name: str, **labels: str) -> float:
-        """A sample of the operator's /metrics (0 when absent)."""
-        want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
-        text = httpx.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5).text
-        for line in text.splitlines():
-            key, _, value = line.rpartition(" ")
-            if key == f"{name}{{{want}}}":
-                return float(value)
-        return 0.0
-
-    def start(self) -> None:
-        opsllm = Path(sys.executable).with_name("opsllm")
-        with self.log.open("ab") as out:
-            self.process = subprocess.Popen(
-                [str(opsllm), "operator", "run", "--config", str(self.settings),
-                 "--kubeconfig", str(self.kube.kubeconfig), "-n", NS, "--verbose"],
-                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-
-    def kill(self) -> None:
-        """SIGKILL: no clean shutdown, no chance to finish what it was doing."""
-        assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(timeout=30)
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.kill()
-
-    def tail(self, lines: int = 60) -> str:
-        text = self.log.read_text(errors="replace") if self.log.exists() else ""
-        return "operator log tail:\n" + "\n".join(text.splitlines()[-lines:])
+    return wait_until(what, probe, timeout, every=0.2, on_timeout=on_timeout)
 
 
 class KubeletDouble:
@@ -176,7 +120,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeCluster]:
 
 @pytest.fixture(scope="module")
 def operator(cluster: KubeCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operator]:
-    op = Operator(cluster, tmp_path_factory.mktemp("operator"))
+    op = Operator(cluster.kubeconfig, {}, tmp_path_factory.mktemp("operator"), args=("-n", NS, "--verbose"))
     op.start()
     yield op
     op.stop()
