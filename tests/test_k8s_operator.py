@@ -125,6 +125,8 @@ def _orphans(lab: Lab) -> list[str]:
 def test_cluster_smoke_campaign_injects_one_fault_at_a_time_and_writes_true_samples(
         lab: Lab, operator: Operator) -> None:
     obj = _campaign("cluster-smoke")
+    bucket = Path(operator.settings["sinkPath"]).parent / "bucket"
+    obj["spec"]["sink"] = {"uri": f"file://{bucket}/cluster-smoke"}  # the object-store copy, as a file:// store
     planned = _planned(obj)
     with ChaosRecorder(lab) as recorder:
         lab.apply(obj)
@@ -177,6 +179,13 @@ def test_cluster_smoke_campaign_injects_one_fault_at_a_time_and_writes_true_samp
             spec["component"], spec["faultType"], spec["level"], spec["kind"], spec["action"])
         assert label.start == _time(status["actualStart"]) and label.end == _time(status["actualEnd"])
         assert status["sampleId"] == inj["spec"]["id"]
+
+    # The object store holds the same: every injection's folder and the dataset.
+    local = Path(operator.settings["sinkPath"]) / CAMPAIGNS / "cluster-smoke"
+    for p in planned:
+        assert (bucket / "cluster-smoke" / "injections" / p.id / "label.json").read_bytes() == \
+            (local / "injections" / p.id / "label.json").read_bytes()
+    assert DatasetStore.open(bucket / "cluster-smoke" / "dataset").ids() == set(samples)
 
     # Events tell the story of each injection.
     events = json.loads(ok(lab.kube.kubectl("get", "events", "-n", CAMPAIGNS, "-o", "json")))["items"]

@@ -136,12 +136,13 @@ def chaos_namespace(campaign: InjectionCampaign) -> str:
 
 
 def sink_dir(campaign: InjectionCampaign, namespace: str) -> Path:
-    """The campaign's output folder: spec.sink.path (inside the operator's sinkPath) or sinkPath/NS/NAME."""
+    """The campaign's output folder: spec.sink.path (inside the operator's sinkPath) or sinkPath/NS/NAME; with
+    spec.sink.uri it stages what is copied to the object store."""
     root = Path(settings().sinkPath).resolve()
     if campaign.spec.sink.uri:
-        raise SpecError("spec.sink.uri: object-store sinks are not supported by this operator yet; give "
-                        "spec.sink.path (a folder on the operator's storage volume) or leave sink out",
-                        problems=[("spec.sink.uri", "not supported")])
+        from opsllm.operator.sink import check_uri
+
+        check_uri(campaign.spec.sink.uri)  # the folder below stages what is copied there
     if campaign.spec.sink.path:
         path = Path(campaign.spec.sink.path)
         target = (path if path.is_absolute() else root / path).resolve()
@@ -531,6 +532,10 @@ def _collect(campaign: dict[str, Any], spec: InjectionCampaign, inj: PlannedInje
         with DatasetStore.open_or_create(out / "dataset", name=spec.metadata.name) as store:
             store.add(sample)
             store.flush()
+        if spec.spec.sink.uri:
+            from opsllm.operator.sink import mirror
+
+            mirror(spec.spec.sink.uri, out, inj.id)
     except (OpsLLMError, OSError, ValueError) as exc:
         return _collection_failed(injection, folder, exc)
     metrics.COLLECTION_SECONDS.observe(time.monotonic() - began)
@@ -561,7 +566,7 @@ def _collection_failed(injection: dict[str, Any], folder: Path, exc: Exception) 
     if isinstance(exc, _NoTelemetry):
         # Set the empty window aside (never delete what was collected) so the next attempt collects anew.
         folder.rename(folder.with_name(f"{folder.name}.empty-{attempts}"))
-    message = f"collection attempt {attempts} of {MAX_COLLECTION_ATTEMPTS} failed: {exc}"
+    message = f"attempt {attempts} of {MAX_COLLECTION_ATTEMPTS} to collect and store the window failed: {exc}"
     if attempts >= MAX_COLLECTION_ATTEMPTS:
         _patch_injection(injection, {"phase": "Failed", "attempts": attempts, "message": message,
                                      "conditions": _condition(st, "Ready", False, "CollectionFailed", message)})

@@ -126,6 +126,10 @@ class StorageValues(_Values):
     storageClassName: str | None = Field(default=None, description="Storage class of the created claim; the "
                                                                     "cluster's default when unset.")
     mountPath: str = Field(default="/data", pattern=r"^/", description="Where the volume is mounted.")
+    objectStoreSecret: str | None = Field(
+        default=None, pattern=DNS1123, max_length=63,
+        description="Secret whose keys become the operator's environment, for campaigns with spec.sink.uri "
+                    "(e.g. AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ENDPOINT_URL).")
 
     @model_validator(mode="after")
     def _one_source(self) -> StorageValues:

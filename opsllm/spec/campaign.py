@@ -115,7 +115,9 @@ class TwinSpec(_Spec):
 
 class SinkSpec(_Spec):
     path: str | None = Field(default=None, description="Folder the campaign writes to (a PVC path in a cluster).")
-    uri: str | None = Field(default=None, description="Object-store URI, e.g. s3://bucket/prefix (cluster only).")
+    uri: str | None = Field(default=None, description="Cluster only: object store the operator copies each "
+                            "finished injection and the dataset to, e.g. s3://bucket/prefix (also gs://, az://, "
+                            "file://); credentials from the operator's environment.")
 
     @model_validator(mode="after")
     def _one(self) -> SinkSpec:
