@@ -183,7 +183,9 @@ def eval_rca(
     source: Annotated[Path, typer.Argument(help="A dataset folder (manifest.json) or a campaign output folder "
                                            "(injections/*/window).", show_default=False)],
     predictor: Annotated[str, typer.Option(help="baseline: the evidence ranker; model=PATH: a trained model, "
-                                           "adapter or training run folder (batched transformers inference).")
+                                           "adapter or training run folder (batched transformers inference); "
+                                           "endpoint=FILE: an OpenAI-compatible server described by FILE (an "
+                                           "endpoint spec, or an eval config with predictor.endpoint).")
                          ] = "baseline",
     batch_size: Annotated[int, typer.Option(min=1, help="model=PATH: prompts per generation batch.")] = 8,
     max_new_tokens: Annotated[int, typer.Option(min=1, help="model=PATH: longest answer in tokens.")] = 512,
@@ -203,7 +205,7 @@ def eval_rca(
 
     try:
         options = {"batch_size": batch_size, "max_new_tokens": max_new_tokens, "console": err,
-                   "progress": not quiet and not as_json} if predictor.startswith("model=") else {}
+                   "progress": not quiet and not as_json} if predictor.startswith(("model=", "endpoint=")) else {}
         chosen = predictor_named(predictor, **options)
         samples = load_samples(source, split=split, raw=raw, progress=not quiet and not as_json, console=err)
         result = score(samples, chosen)

@@ -138,11 +138,47 @@ def test_eval_config_map_parses_back() -> None:
     assert EvalConfig.model_validate(yaml.safe_load(cm["data"]["config.yaml"])) == EvalConfig.model_validate(EVAL)
 
 
-def test_eval_of_an_endpoint_is_refused_with_the_field_named() -> None:
-    run = _run(stages=[{"name": "eval", "kind": "eval", "config": {
-        **EVAL, "predictor": {"endpoint": {"base_url": "http://vllm:8000/v1", "model": "m"}}}}])
-    with pytest.raises(UsageError, match=r"predictor\.endpoint"):
-        jobs.job(run, "eval")
+def test_eval_of_an_endpoint_runs_the_mounted_config_against_the_server(
+        smoke_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The eval Job's own command, run here: ConfigMap file in, report out, answers from the server.
+
+    The server is tests/doubles.py's OpenAIDouble, a TEST DOUBLE of a capable model: it answers each prompt
+    with the truth for half of the samples and with prose (a format failure) for the rest.
+    """
+    from doubles import OpenAIDouble
+    from typer.testing import CliRunner
+
+    from opsllm.cli import app
+    from opsllm.data.prompt import format_answer
+    from opsllm.data.store import DatasetStore
+
+    truth = {s.text: s.label for s in DatasetStore.open(smoke_dataset).samples()}
+    answered: list[bool] = []
+
+    def responder(request: dict) -> list[str]:
+        prompt = request["messages"][-1]["content"]
+        label = next(lab for text, lab in truth.items() if text in prompt)
+        answered.append(len(answered) % 2 == 0)
+        if answered[-1]:
+            return [format_answer(label.component, label.fault_type, "The evidence points there.")]
+        return ["I think the cause is probably somewhere in the network."]
+
+    with OpenAIDouble(responder) as server:
+        run = _run(stages=[{"name": "eval", "kind": "eval", "config": {
+            **EVAL, "data": {"path": str(smoke_dataset), "split": "all"}, "output_dir": str(tmp_path / "report"),
+            "predictor": {"endpoint": {"base_url": server.base_url, "model": "m", "concurrency": 2}}}}])
+        job = jobs.job(run, "eval")
+        command = job["spec"]["template"]["spec"]["containers"][0]["command"]
+        config = tmp_path / "config.yaml"  # what the ConfigMap mount holds
+        config.write_text(jobs.config_map(run, "eval")["data"]["config.yaml"])
+        args = [a.replace(f"{run.spec.configMap.mountPath}/config.yaml", str(config)) for a in command]
+        assert args[:3] == ["opsllm", "eval", "rca"] and f"endpoint={config}" in args
+        result = CliRunner().invoke(app, args[1:])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert report["samples"] == len(truth) == len(answered)
+    assert report["format_failures"] == answered.count(False)
+    assert report["component_acc"] == pytest.approx(answered.count(True) / len(truth))
 
 
 def test_long_names_stay_unique_and_within_63_characters() -> None:

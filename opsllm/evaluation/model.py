@@ -1,8 +1,10 @@
-"""A trained model as a root-cause predictor: batched greedy generation with transformers, strict parsing.
+"""An LLM as a root-cause predictor: the project's prompt, greedy answers, strict parsing.
 
-``PATH`` may be a model folder, a LoRA adapter folder (its base is loaded from the adapter's config), or
-the output folder of a training run (its ``adapter/`` is used). An output that breaks the answer grammar
-counts as a wrong answer with an empty ranking, and the number of such outputs is reported.
+Two backends answer the prompts: :class:`ModelPredictor`, batched transformers generation from a local model
+(``PATH`` may be a model folder, a LoRA adapter folder whose base is read from its config, or a training
+run's output folder, whose ``adapter/`` is used), and :class:`EndpointPredictor`, any OpenAI-compatible
+chat-completions server (vLLM, SGLang, a hosted API). An answer that breaks the grammar counts as wrong with
+an empty ranking, and the number of such answers is reported.
 """
 
 from __future__ import annotations
@@ -18,8 +20,9 @@ from opsllm.data.prompt import build_messages, parse_answer
 from opsllm.errors import UsageError
 from opsllm.evaluation.baseline import Prediction, level_for
 from opsllm.spec.sample import RCASample
+from opsllm.spec.training import EndpointSpec
 
-__all__ = ["ModelPredictor", "load_for_inference"]
+__all__ = ["EndpointPredictor", "LLMPredictor", "ModelPredictor", "load_for_inference"]
 
 
 def load_for_inference(path: str | Path, *, device: str = "auto") -> tuple[Any, Any]:
@@ -35,36 +38,24 @@ def load_for_inference(path: str | Path, *, device: str = "auto") -> tuple[Any, 
     return model.eval(), tokenizer
 
 
-class ModelPredictor:
-    """Call :meth:`prepare` with all samples first (one batched pass); then call it per sample."""
+class LLMPredictor:
+    """Call :meth:`prepare` with all samples first (batched); then call it per sample. Subclasses answer
+    prompts in :meth:`generate`."""
 
-    def __init__(self, path: str | Path, *, batch_size: int = 8, max_new_tokens: int = 512,
-                 console: Console | None = None, progress: bool = False) -> None:
-        if batch_size <= 0 or max_new_tokens <= 0:
-            raise UsageError("batch size and max new tokens must be positive")
-        self.path = str(path)
-        self.batch_size, self.max_new_tokens = batch_size, max_new_tokens
+    def __init__(self, *, batch_size: int = 8, console: Console | None = None, progress: bool = False) -> None:
+        if batch_size <= 0:
+            raise UsageError("the batch size must be positive")
+        self.batch_size = batch_size
         self.console, self.progress = console, progress
         self.outputs: dict[str, str] = {}
         self._predictions: dict[str, Prediction] = {}
-        self._loaded: tuple[Any, Any] | None = None
 
     @property
     def format_failures(self) -> int:
         return sum(1 for p in self._predictions.values() if not p.ranking)
 
     def generate(self, prompts: Sequence[list[dict[str, str]]]) -> list[str]:
-        import torch
-
-        if self._loaded is None:
-            self._loaded = load_for_inference(self.path)
-        model, tokenizer = self._loaded
-        texts = [tokenizer.apply_chat_template(m, tokenize=False, add_generation_prompt=True) for m in prompts]
-        batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
-        with torch.no_grad():
-            ids = model.generate(**batch, max_new_tokens=self.max_new_tokens, do_sample=False,
-                                 pad_token_id=tokenizer.pad_token_id)
-        return tokenizer.batch_decode(ids[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
+        raise NotImplementedError
 
     def prepare(self, samples: Sequence[RCASample]) -> None:
         todo = [s for s in samples if s.id not in self._predictions]
@@ -89,3 +80,48 @@ class ModelPredictor:
         if sample.id not in self._predictions:
             self.prepare([sample])
         return self._predictions[sample.id]
+
+
+class ModelPredictor(LLMPredictor):
+    """A local model (transformers), answering a batch of prompts per forward pass."""
+
+    def __init__(self, path: str | Path, *, batch_size: int = 8, max_new_tokens: int = 512,
+                 console: Console | None = None, progress: bool = False) -> None:
+        if max_new_tokens <= 0:
+            raise UsageError("max new tokens must be positive")
+        super().__init__(batch_size=batch_size, console=console, progress=progress)
+        self.path = str(path)
+        self.max_new_tokens = max_new_tokens
+        self._loaded: tuple[Any, Any] | None = None
+
+    def generate(self, prompts: Sequence[list[dict[str, str]]]) -> list[str]:
+        import torch
+
+        if self._loaded is None:
+            self._loaded = load_for_inference(self.path)
+        model, tokenizer = self._loaded
+        texts = [tokenizer.apply_chat_template(m, tokenize=False, add_generation_prompt=True) for m in prompts]
+        batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+        with torch.no_grad():
+            ids = model.generate(**batch, max_new_tokens=self.max_new_tokens, do_sample=False,
+                                 pad_token_id=tokenizer.pad_token_id)
+        return tokenizer.batch_decode(ids[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
+
+
+class EndpointPredictor(LLMPredictor):
+    """An OpenAI-compatible server: greedy answers, ``spec.concurrency`` requests in flight, each answer
+    cached under ``cache_dir`` when given (a rerun sends nothing)."""
+
+    def __init__(self, spec: EndpointSpec, *, cache_dir: str | Path | None = None, console: Console | None = None,
+                 progress: bool = False) -> None:
+        from opsllm.training.endpoint import ChatEndpoint
+
+        super().__init__(batch_size=max(8, spec.concurrency * 4), console=console, progress=progress)
+        self.spec = spec
+        self.endpoint = ChatEndpoint(spec, cache_dir)
+
+    def generate(self, prompts: Sequence[list[dict[str, str]]]) -> list[str]:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(self.spec.concurrency) as pool:
+            return list(pool.map(lambda m: self.endpoint.complete(m, n=1, temperature=0.0)[0], prompts))

@@ -81,14 +81,14 @@ def config_map(run: TrainingRun | Mapping[str, Any], stage: StageSpec | str) -> 
             "data": {CONFIG_FILE: config_yaml(stage)}}
 
 
-def _eval_command(config: EvalConfig) -> list[str]:
+def _eval_command(config: EvalConfig, config_path: str) -> list[str]:
     predictor = config.predictor
-    if predictor.model is None:
-        raise UsageError("predictor.endpoint: an eval stage runs `opsllm eval rca`, which scores a local model; "
-                         "give predictor.model (path, and adapter for a trained LoRA)")
-    # An adapter folder names its base model, so it alone identifies the predictor.
-    target = predictor.model.adapter or predictor.model.path
-    return ["opsllm", "eval", "rca", config.data.path, "--predictor", f"model={target}",
+    if predictor.model is None:  # the mounted eval config itself names the endpoint
+        chosen = f"endpoint={config_path}"
+    else:
+        # An adapter folder names its base model, so it alone identifies the predictor.
+        chosen = f"model={predictor.model.adapter or predictor.model.path}"
+    return ["opsllm", "eval", "rca", config.data.path, "--predictor", chosen,
             "--split", config.data.split, "--out", config.output_dir, "--json", "--quiet"]
 
 
@@ -98,7 +98,7 @@ def command(run: TrainingRun | Mapping[str, Any], stage: StageSpec | str) -> lis
     stage = _stage(run, stage)
     path = f"{run.spec.configMap.mountPath.rstrip('/')}/{CONFIG_FILE}"
     if stage.kind == "eval":
-        return _eval_command(stage.config)
+        return _eval_command(stage.config, path)
     if stage.kind == "dprm-data":
         return ["opsllm", "dprm", "build-data", path, "--quiet"]
     if stage.gpus > 1:
