@@ -95,13 +95,15 @@ def stop_process(process: subprocess.Popen, *, grace: float = 15.0) -> None:
 
 @contextmanager
 def prometheus_server(tmp_path: Path, *, tsdb_dir: Path | None = None, lookback_delta: str | None = None,
-                      retention: str = "100y", timeout: float = 60.0) -> Iterator[str]:
+                      retention: str = "100y", timeout: float = 60.0, extra_args: Sequence[str] = ()
+                      ) -> Iterator[str]:
     """A Prometheus that scrapes nothing, serving the TSDB at ``tsdb_dir``; yields its base URL.
 
     ``retention`` is long by default so that backfilled blocks of past windows are not deleted at start.
     ``lookback_delta``: backfilled blocks carry no staleness markers, so Prometheus would carry a series'
     last sample over a gap for the default 5 minutes; a lookback below the step keeps gaps as gaps, as
-    staleness markers do for a live scrape.
+    staleness markers do for a live scrape. ``extra_args`` go on the command line as they are (e.g.
+    ``--web.enable-remote-write-receiver``).
     """
     binary = _binary(PROMETHEUS, "prometheus")
     folder = tmp_path / f"prometheus-{time.monotonic_ns()}"
@@ -114,6 +116,7 @@ def prometheus_server(tmp_path: Path, *, tsdb_dir: Path | None = None, lookback_
             "--web.console.libraries="]
     if lookback_delta is not None:
         args.append(f"--query.lookback-delta={lookback_delta}")
+    args += list(extra_args)
     # The port is free when chosen but may be taken before Prometheus binds it: try a few.
     for attempt in range(3):
         port = free_port()

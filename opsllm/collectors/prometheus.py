@@ -7,7 +7,8 @@ Long windows are split into chunks; a query or chunk that still fails after the 
 
 ``publish_metrics`` and ``backfill`` go the other way: they write a window's metrics as OpenMetrics text
 and load it into a Prometheus TSDB with ``promtool``, so that the collector can read a twin window back
-with :data:`TWIN_QUERIES` through the same code that reads a cluster.
+with :data:`TWIN_QUERIES` through the same code that reads a cluster. ``remote_write`` sends the same
+series to a running Prometheus through its remote-write receiver, as the live twin does in real time.
 """
 
 from __future__ import annotations
@@ -16,13 +17,17 @@ import math
 import re
 import shutil
 import string
+import struct
 import subprocess
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
+import cramjam
+import httpx
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -36,7 +41,7 @@ from urllib3.util.retry import Retry
 from opsllm.collectors.base import Collected, CollectorError, TransientError, with_retries
 from opsllm.errors import OperationalError, UsageError
 from opsllm.files import format_datetime, write_text_atomic
-from opsllm.spec.collect import DEFAULT_QUERIES, PrometheusSpec
+from opsllm.spec.collect import DEFAULT_QUERIES, PrometheusSpec, RetrySpec
 from opsllm.spec.duration import format_duration
 from opsllm.window import METRICS_SCHEMA, PartialRecord
 
@@ -48,6 +53,7 @@ __all__ = [
     "collect_metrics",
     "component_of_pod",
     "publish_metrics",
+    "remote_write",
 ]
 
 BACKEND = "prometheus"
@@ -475,12 +481,8 @@ def _openmetrics_lines(df: pd.DataFrame, namespace: str) -> Iterable[str]:
                 yield f"{head}{_format_value(float(v))} {t // 1000}.{t % 1000:03d}\n"
 
 
-def publish_metrics(window_metrics: pd.DataFrame, *, out_dir: Path, namespace: str = DEFAULT_NAMESPACE) -> Path:
-    """Write a window's metrics as OpenMetrics text (``out_dir/metrics.om.txt``) and return its path.
-
-    One gauge family ``opsllm_twin_<metric>`` per window metric, labels namespace/component/pod/node,
-    timestamps in seconds; :func:`backfill` loads it into a TSDB and :data:`TWIN_QUERIES` reads it back.
-    """
+def _prepared(window_metrics: pd.DataFrame) -> pd.DataFrame:
+    """The six metric columns with epoch-millisecond timestamps, sorted by series then time; no duplicates."""
     missing = [c for c in ("timestamp", "metric", "component", "pod", "node", "value") if c not in window_metrics]
     if missing:
         raise UsageError(f"window metrics lack the column(s) {missing}; pass the metrics table of a window")
@@ -496,6 +498,16 @@ def publish_metrics(window_metrics: pd.DataFrame, *, out_dir: Path, namespace: s
         raise UsageError(f"window metrics hold {int(dup.sum())} duplicate sample(s), e.g. {first['metric']} of "
                          f"{first['pod'] or first['component']} at {first['timestamp']} ms; a series has one "
                          "value per timestamp")
+    return df
+
+
+def publish_metrics(window_metrics: pd.DataFrame, *, out_dir: Path, namespace: str = DEFAULT_NAMESPACE) -> Path:
+    """Write a window's metrics as OpenMetrics text (``out_dir/metrics.om.txt``) and return its path.
+
+    One gauge family ``opsllm_twin_<metric>`` per window metric, labels namespace/component/pod/node,
+    timestamps in seconds; :func:`backfill` loads it into a TSDB and :data:`TWIN_QUERIES` reads it back.
+    """
+    df = _prepared(window_metrics)
     text = "".join(_openmetrics_lines(df, namespace)) + "# EOF\n"
     return write_text_atomic(Path(out_dir) / "metrics.om.txt", text)
 
@@ -523,3 +535,136 @@ def backfill(openmetrics_file: str | Path, tsdb_dir: str | Path, *, promtool: st
         raise OperationalError(f"promtool could not load {openmetrics_file} into {tsdb} (exit {done.returncode}): "
                                f"{tail}")
     return tsdb
+
+
+# ---- publishing a window through Prometheus' remote write ------------------------------------------------
+# Remote write 1.0: one snappy-block-compressed protobuf ``prometheus.WriteRequest`` per POST. The four
+# messages it needs are small and frozen by the spec, so they are encoded here by hand rather than through
+# generated code:
+#   WriteRequest { repeated TimeSeries timeseries = 1; }
+#   TimeSeries   { repeated Label labels = 1; repeated Sample samples = 2; }
+#   Label        { string name = 1; string value = 2; }
+#   Sample       { double value = 1; int64 timestamp = 2; }   (timestamp in ms)
+
+REMOTE_WRITE_PATH = "/api/v1/write"
+REMOTE_WRITE_HEADERS = {"Content-Encoding": "snappy", "Content-Type": "application/x-protobuf",
+                        "X-Prometheus-Remote-Write-Version": "0.1.0", "User-Agent": "opsllm-remote-write/1"}
+_SAMPLE_VALUE_KEY = b"\x09"      # field 1, fixed64
+_SAMPLE_TIME_KEY = b"\x10"       # field 2, varint
+_DOUBLES = struct.Struct("<d")
+
+
+def _varint(n: int) -> bytes:
+    n &= (1 << 64) - 1  # negative int64 values take ten bytes, as protobuf writes them
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _field(number: int, payload: bytes) -> bytes:
+    """A length-delimited field (wire type 2)."""
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+
+def _series_head(labels: list[tuple[str, str]]) -> bytes:
+    # Receivers expect labels sorted by name (Prometheus' own labels.Labels invariant).
+    return b"".join(_field(1, _field(1, k.encode()) + _field(2, v.encode())) for k, v in sorted(labels))
+
+
+def _samples(times: np.ndarray, values: np.ndarray) -> list[bytes]:
+    return [_field(2, _SAMPLE_VALUE_KEY + _DOUBLES.pack(v) + _SAMPLE_TIME_KEY + _varint(t))
+            for t, v in zip(times.tolist(), values.tolist(), strict=True)]
+
+
+def _remote_series(df: pd.DataFrame, namespace: str) -> Iterator[tuple[bytes, list[bytes]]]:
+    """(encoded labels, encoded samples in time order) per series of a prepared frame."""
+    for (metric, component, pod, node), rows in df.groupby(["metric", "component", "pod", "node"], sort=True,
+                                                          observed=True):
+        name = f"{TWIN_PREFIX}{metric}"
+        if not _METRIC_NAME.match(name):
+            raise UsageError(f"window metric {metric!r} cannot be a Prometheus metric name; use letters, digits, "
+                             "underscores and colons")
+        # The same labels as publish_metrics: empty ones left out, as Prometheus treats them as absent.
+        labels = [("__name__", name), ("namespace", namespace)]
+        labels += [(k, v) for k, v in (("component", component), ("pod", pod), ("node", node)) if v]
+        yield _series_head(labels), _samples(rows["timestamp"].to_numpy(np.int64),
+                                             rows["value"].to_numpy(np.float64))
+
+
+def _write_requests(df: pd.DataFrame, namespace: str, batch_samples: int) -> Iterator[tuple[bytes, int]]:
+    """Compressed WriteRequests of at most ``batch_samples`` samples, and how many each holds.
+
+    A long series is split across requests in time order, so every request appends after the last one.
+    """
+    parts: list[bytes] = []
+    count = 0
+    for head, samples in _remote_series(df, namespace):
+        i = 0
+        while i < len(samples):
+            take = samples[i:i + batch_samples - count]
+            parts.append(_field(1, head + b"".join(take)))
+            count += len(take)
+            i += len(take)
+            if count == batch_samples:
+                yield bytes(cramjam.snappy.compress_raw(b"".join(parts))), count
+                parts, count = [], 0
+    if parts:
+        yield bytes(cramjam.snappy.compress_raw(b"".join(parts))), count
+
+
+def _write_url(url: str) -> str:
+    split = urlsplit(url)
+    if split.scheme not in ("http", "https") or not split.netloc:
+        raise UsageError(f"remote write URL {url!r} is not an http(s) URL; give e.g. "
+                         f"http://prometheus:9090{REMOTE_WRITE_PATH}")
+    return url.rstrip("/") + REMOTE_WRITE_PATH if split.path in ("", "/") else url
+
+
+def _post_write(client: httpx.Client, url: str, body: bytes) -> None:
+    try:
+        response = client.post(url, content=body, headers=REMOTE_WRITE_HEADERS)
+    except httpx.TimeoutException as exc:
+        raise TransientError(f"no answer from {url} within {client.timeout.read}s", backend=BACKEND,
+                             url=url) from exc
+    except httpx.TransportError as exc:
+        raise TransientError(f"could not send to {url}: {exc}", backend=BACKEND, url=url) from exc
+    if response.is_success:
+        return
+    why = response.text.strip().replace("\n", " ")[:300] or response.reason_phrase
+    status = response.status_code
+    if status >= 500 or status == 429:
+        raise TransientError(f"HTTP {status} from {url}: {why}", backend=BACKEND, url=url)
+    if status in (404, 405):
+        raise OperationalError(f"{url} does not take remote writes (HTTP {status}: {why}); start Prometheus "
+                               "with --web.enable-remote-write-receiver (2.33 or later), or give the receiver's "
+                               "full write URL")
+    # 400: Prometheus refuses samples older than a series' newest one, or a second value at a timestamp.
+    raise UsageError(f"Prometheus at {url} refused the samples (HTTP {status}: {why}); remote write only "
+                     "appends: each series' samples must be newer than what it already holds")
+
+
+def remote_write(window_metrics: pd.DataFrame | pa.Table, url: str, *, namespace: str = DEFAULT_NAMESPACE,
+                 retry: RetrySpec | None = None, batch_samples: int = 5000) -> int:
+    """Send a window's metrics to a remote-write receiver (Prometheus' ``/api/v1/write``); returns the count.
+
+    The series are those of :func:`publish_metrics` (``opsllm_twin_<metric>``, labels namespace, component,
+    pod, node), so :data:`TWIN_QUERIES` reads them back. ``url`` is the receiver's write URL, or a
+    Prometheus base URL to which ``/api/v1/write`` is added. Requests hold at most ``batch_samples``
+    samples and are retried like a collector's requests (timeouts, 5xx, 429); a refusal (4xx) is not.
+    """
+    if batch_samples < 1:
+        raise UsageError(f"batch_samples must be at least 1, not {batch_samples}")
+    frame = window_metrics.to_pandas() if isinstance(window_metrics, pa.Table) else window_metrics
+    target = _write_url(url)
+    df = _prepared(frame)
+    retry = retry or RetrySpec()
+    sent = 0
+    with httpx.Client(timeout=retry.timeout) as client:
+        for body, n in _write_requests(df, namespace, batch_samples):
+            with_retries(lambda b=body: _post_write(client, target, b), retry, what="remote write",
+                         backend=BACKEND)
+            sent += n
+    return sent
