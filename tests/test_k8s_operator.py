@@ -12,7 +12,7 @@ import json
 import random
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +27,12 @@ from opsllm.lab.planner import plan
 from opsllm.operator.chart import RELEASE_NAMESPACE
 from opsllm.spec.campaign import parse_campaign
 from opsllm.spec.chaosmesh import render
+from opsllm.window import read_window
 
 pytestmark = [pytest.mark.k8s, pytest.mark.xdist_group("k8s")]
 
-FAST = {"baseline": "2s", "faultDuration": "2s", "cooldown": "1s"}
+FAST = {"baseline": "4s", "faultDuration": "3s", "cooldown": "2s"}
+TWIN = {"difficulty": "easy", "resolution": "1s", "rateWindow": "2s"}
 
 
 @pytest.fixture(scope="module")
@@ -53,30 +55,35 @@ def as_operator(cluster: KubeCluster, tmp_path_factory: pytest.TempPathFactory) 
 
 
 @pytest.fixture(scope="module")
-def telemetry() -> Iterator[dict[str, Any]]:
-    """The collectors' backends, holding the twin's telemetry for the test's time span.
-
-    Loki is a loopback double (AGPL: never built here) holding the twin's logs for the next 15 minutes.
-    """
+def telemetry(cluster: KubeCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """The lab's telemetry, end to end: the chaos-daemon TEST DOUBLE (tests/chaos_daemon.py; Chaos Mesh's
+    daemon needs pods) watches the chaos objects the operator makes and injects the same faults into a live
+    twin of OnlineBoutique, whose telemetry goes in real time to a real Prometheus (remote write), a real
+    Jaeger (OTLP) and the Loki double (Loki is AGPL: never built here). The operator's collectors read it
+    back from there. Yields the collectors block for the operator's settings."""
+    from backends import jaeger_server, prometheus_server
+    from chaos_daemon import ChaosDaemonDouble, twin_collectors
     from doubles import LokiDouble
 
-    from opsllm.collectors.loki import push_logs
-    from opsllm.lab.twin import Twin
     from opsllm.spec.campaign import CampaignSpec
 
-    now = datetime.now(UTC)
-    twin = Twin.from_campaign(CampaignSpec.model_validate({"faults": [
-        {"kind": "PodChaos", "action": "pod-kill", "target": {"level": "service", "service": "cartservice"}}]}))
-    logs = twin.simulate(now - timedelta(seconds=30), now + timedelta(minutes=15), [], seed=3).logs
-    with LokiDouble() as loki:
-        push_logs(logs, loki.url, namespace=LAB)
-        yield {"loki": {"url": loki.url}}
+    work = tmp_path_factory.mktemp("telemetry")
+    system = CampaignSpec.model_validate({
+        "system": {"loadGenerator": {"users": 30}}, "twin": TWIN,
+        "faults": [{"kind": "PodChaos", "action": "pod-kill", "target": {"level": "service", "service": "adservice"}}]})
+    with prometheus_server(work, extra_args=("--web.enable-remote-write-receiver",)) as prometheus, \
+            jaeger_server(work) as jaeger, LokiDouble() as loki, \
+            ChaosDaemonDouble(cluster.kubeconfig, [LAB], system, prometheus_write_url=prometheus,
+                              jaeger_otlp_url=jaeger.otlp_url, loki_url=loki.url, chunk=10,
+                              trace_delay=1.0) as daemon:
+        yield {"collectors": twin_collectors(prometheus, jaeger.query_url, loki.url, namespace=LAB),
+               "daemon": daemon}
 
 
 @pytest.fixture
 def operator(as_operator: KubeCluster, telemetry: dict[str, Any], tmp_path: Path) -> Iterator[Operator]:
     settings = {"allowedNamespaces": [LAB], "installBoutique": True, "sinkPath": str(tmp_path / "sink"),
-                "collectors": telemetry}
+                "collectors": telemetry["collectors"], "collectionDelay": 3.0}
     op = Operator(as_operator.kubeconfig, settings, tmp_path / "operator")
     yield op.start()
     op.stop()
@@ -123,7 +130,7 @@ def _orphans(lab: Lab) -> list[str]:
 # ---- the campaign runs as planned ----------------------------------------------------------------
 
 def test_cluster_smoke_campaign_injects_one_fault_at_a_time_and_writes_true_samples(
-        lab: Lab, operator: Operator) -> None:
+        lab: Lab, operator: Operator, telemetry: dict[str, Any]) -> None:
     obj = _campaign("cluster-smoke")
     bucket = Path(operator.settings["sinkPath"]).parent / "bucket"
     obj["spec"]["sink"] = {"uri": f"file://{bucket}/cluster-smoke"}  # the object-store copy, as a file:// store
@@ -179,6 +186,21 @@ def test_cluster_smoke_campaign_injects_one_fault_at_a_time_and_writes_true_samp
             spec["component"], spec["faultType"], spec["level"], spec["kind"], spec["action"])
         assert label.start == _time(status["actualStart"]) and label.end == _time(status["actualEnd"])
         assert status["sampleId"] == inj["spec"]["id"]
+
+    # The chaos-daemon double injected each fault for the Injection's interval, and the window the
+    # collectors read back from Prometheus, Jaeger and Loki holds all three modalities.
+    daemon = telemetry["daemon"]
+    for inj in injections:
+        (made,) = daemon.injected(inj["status"]["chaosObject"]["name"])
+        assert (made.fault_type, made.component) == (inj["spec"]["faultType"], inj["spec"]["component"])
+        assert abs((made.start - _time(inj["status"]["actualStart"])).total_seconds()) < 1.5
+        assert abs((made.end - _time(inj["status"]["actualEnd"])).total_seconds()) < 1.5
+        window = read_window(Path(operator.settings["sinkPath"]) / CAMPAIGNS / "cluster-smoke" / "injections"
+                             / inj["spec"]["id"] / "window")
+        assert all(len(t) > 0 for t in (window.metrics, window.logs, window.spans)), inj["spec"]["id"]
+        assert window.meta.partial == [], window.meta.partial
+    delay = samples[next(p.id for p in planned if p.fault_type == "network-delay")]
+    assert "currencyservice" in delay.text  # the delayed service's latency is in the fused evidence
 
     # The object store holds the same: every injection's folder and the dataset.
     local = Path(operator.settings["sinkPath"]) / CAMPAIGNS / "cluster-smoke"

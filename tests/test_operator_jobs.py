@@ -14,7 +14,6 @@ import jsonschema
 import pytest
 import yaml
 
-from opsllm.errors import UsageError
 from opsllm.operator import jobs
 from opsllm.spec.resources import EvalConfig, TrainingRun
 from opsllm.spec.training import parse_training_config

@@ -386,7 +386,7 @@ def _advance(campaign: dict[str, Any], spec: InjectionCampaign, inj: PlannedInje
     if phase == "Injecting":
         return _end_fault(campaign, spec, inj, injection)
     if phase == "CoolingDown":
-        due = _time(st["actualEnd"]) + timedelta(seconds=spec.spec.timing.cooldown)
+        due = _time(st["actualEnd"]) + timedelta(seconds=spec.spec.timing.cooldown + settings().collectionDelay)
         if _now() < due:
             return min(TICK, (due - _now()).total_seconds())
         _patch_injection(injection, {"phase": "Collecting"})
@@ -491,11 +491,15 @@ def _end_fault(campaign: dict[str, Any], spec: InjectionCampaign, inj: PlannedIn
 
 
 def _window(spec: InjectionCampaign, start: datetime, end: datetime) -> tuple[datetime, datetime]:
+    """[start − baseline, end + cooldown], widened to whole seconds so range queries meet the scrape grid."""
     timing = spec.spec.timing
     w0 = start - timedelta(seconds=timing.baseline)
     w1 = end + timedelta(seconds=timing.cooldown)
     if timing.collectionWindow is not None:
         w1 = max(w1, w0 + timedelta(seconds=timing.collectionWindow))
+    w0 = w0.replace(microsecond=0)
+    if w1.microsecond:
+        w1 = w1.replace(microsecond=0) + timedelta(seconds=1)
     return w0, w1
 
 

@@ -43,6 +43,10 @@ class OperatorSettings(_Spec):
     collectors: CollectorsSpec | None = Field(
         default=None, description="Where injections' telemetry is read when a campaign gives no "
                                   "spec.collectors (docs/collectors.md).")
+    collectionDelay: float = Field(
+        default=30.0, ge=0, le=3600,
+        description="Seconds to wait after a window ends before collecting it: Prometheus scrapes, trace "
+                    "exporters and log shippers deliver late, and a window collected early has gaps.")
     sinkPath: str = Field(
         default="/data", description="Folder (a mounted PVC) where campaigns write when their spec.sink "
                                      "gives no path: SINKPATH/CAMPAIGN/{dataset,injections}.")

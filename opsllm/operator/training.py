@@ -44,7 +44,9 @@ log = logging.getLogger(__name__)
 GROUP, VERSION, PLURAL = "opsllm.dev", "v1alpha1", "trainingruns"
 API_VERSION, KIND = f"{GROUP}/{VERSION}", "TrainingRun"
 _DONE = ("Succeeded", "Failed")
-_TIMER_INTERVAL = 60.0
+# A backstop for events Kopf could not deliver (e.g. a PyTorchJob CRD installed after start-up): cheap, one
+# read per unfinished run.
+_TIMER_INTERVAL = 10.0
 
 _locks: dict[str, threading.Lock] = {}
 _locks_guard = threading.Lock()
@@ -81,8 +83,8 @@ def _unfinished(status: kopf.Status, **_: Any) -> bool:
     return status.get("phase") not in _DONE
 
 
-@kopf.timer(GROUP, VERSION, PLURAL, interval=_TIMER_INTERVAL, initial_delay=_TIMER_INTERVAL, idle=_TIMER_INTERVAL,
-            when=_unfinished, timeout=120, retries=3)
+@kopf.timer(GROUP, VERSION, PLURAL, interval=_TIMER_INTERVAL, initial_delay=_TIMER_INTERVAL, when=_unfinished,
+            timeout=120, retries=3)
 def run_watchdog(body: kopf.Body, **_: Any) -> None:
     reconcile(dict(body))
 
