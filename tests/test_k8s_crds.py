@@ -176,3 +176,10 @@ def test_training_run_spec_cannot_change_once_created(cluster: KubeCluster) -> N
     metadata_only = copy.deepcopy(run)
     metadata_only["metadata"]["labels"] = {"team": "sre"}
     _ok(_apply(cluster, metadata_only))  # labels and annotations stay editable
+
+
+def test_the_training_run_example_is_accepted(cluster: KubeCluster) -> None:
+    run = yaml.safe_load((ROOT / "examples" / "trainingruns" / "qwen2.5-7b-a100.yaml").read_text())
+    _ok(_apply(cluster, run))
+    stored = json.loads(_ok(cluster.kubectl("get", "tr", run["metadata"]["name"], "-n", NAMESPACE, "-o", "json")))
+    assert [s["kind"] for s in stored["spec"]["stages"]] == ["sft", "dprm-data", "dprm", "grpo", "eval"]

@@ -357,3 +357,21 @@ def test_checked_in_example_is_what_the_code_renders() -> None:
     # The header's configmap command ships the 14B GRPO config, which the job trains.
     assert "--from-file=config.yaml=examples/training/qwen2.5-14b-grpo.yaml" in text
     assert (ROOT / "examples/training/qwen2.5-14b-grpo.yaml").is_file()
+
+
+def test_the_training_run_example_is_current_and_makes_a_job_per_stage() -> None:
+    from opsllm.operator import jobs
+    from opsllm.spec.resources import TrainingRun
+    from opsllm.training.launch import render_training_run_example
+
+    path = ROOT / "examples" / "trainingruns" / "qwen2.5-7b-a100.yaml"
+    assert path.read_text() == render_training_run_example(), (
+        f"{path} is stale; regenerate it: python -c 'from opsllm.training.launch import "
+        f"render_training_run_example as r; print(r(), end=\"\")' > {path.relative_to(ROOT)}")
+    run = TrainingRun.model_validate(yaml.safe_load(path.read_text()))
+    for stage in run.spec.stages:  # each stage's config is its examples/training file, unchanged
+        job = jobs.job(run, stage.name)
+        pod = job["spec"]["template"]["spec"]
+        assert pod["nodeSelector"] == {"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB"}
+        gpus = pod["containers"][0].get("resources", {}).get("limits", {}).get("nvidia.com/gpu")
+        assert str(gpus) == str(stage.gpus) if stage.gpus else gpus is None
