@@ -183,3 +183,15 @@ def test_the_training_run_example_is_accepted(cluster: KubeCluster) -> None:
     _ok(_apply(cluster, run))
     stored = json.loads(_ok(cluster.kubectl("get", "tr", run["metadata"]["name"], "-n", NAMESPACE, "-o", "json")))
     assert [s["kind"] for s in stored["spec"]["stages"]] == ["sft", "dprm-data", "dprm", "grpo", "eval"]
+
+
+def test_a_campaign_plan_cannot_change_but_suspend_and_abort_can(cluster: KubeCluster) -> None:
+    obj = _campaign("fixed-plan")
+    _ok(_apply(cluster, obj))
+    for change in ({"seed": 8}, {"timing": {"baseline": "1m"}}, {"faults": obj["spec"]["faults"][:1]}):
+        edited = copy.deepcopy(obj)
+        edited["spec"].update(change)
+        _refused(cluster, edited, "the plan (faults, seed, system, timing, twin) cannot change")
+    steered = copy.deepcopy(obj)
+    steered["spec"].update({"suspend": True, "abort": True})
+    _ok(_apply(cluster, steered))

@@ -374,6 +374,17 @@ def _stage_rules() -> list[Rule]:
     ]
 
 
+# The operator plans from the spec on every turn: a changed plan would give Injections a truth they never had.
+_PLAN_FIELDS = ("system", "timing", "twin")
+_PLAN_IS_FIXED = {
+    "rule": " && ".join(["self.faults == oldSelf.faults", "self.seed == oldSelf.seed",
+                         *[f"has(self.{f}) == has(oldSelf.{f}) && (!has(self.{f}) || self.{f} == oldSelf.{f})"
+                           for f in _PLAN_FIELDS]]),
+    "message": "the plan (faults, seed, system, timing, twin) cannot change once a campaign exists: only suspend, "
+               "abort, collectors and sink can; create a new campaign (another name) for another plan",
+}
+
+
 RESOURCES: tuple[CustomResource, ...] = (
     CustomResource(
         kind="InjectionCampaign", plural="injectioncampaigns", short_names=("ic", "campaign"),
@@ -381,7 +392,7 @@ RESOURCES: tuple[CustomResource, ...] = (
         description="A fault-injection campaign: the plan (spec) and its progress (status).",
         columns=(_column("Phase", ".status.phase"), _column("Progress", ".status.progress"),
                  _column("Current", ".status.currentInjection", priority=1), _age()),
-        rules={"faults[]": _fault_rules(), "faults[].target": _TARGET_RULES,
+        rules={"": [_PLAN_IS_FIXED], "faults[]": _fault_rules(), "faults[].target": _TARGET_RULES,
                "sink": [{"rule": "!(has(self.path) && has(self.uri))",
                          "message": "give either sink.path or sink.uri, not both"}],
                "system.loadGenerator": [{"rule": "duration(self.waitMax) >= duration(self.waitMin)",
