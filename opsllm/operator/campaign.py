@@ -132,7 +132,7 @@ def _fail_campaign(campaign: dict[str, Any], reason: str, message: str) -> None:
 # ---- where things are ----------------------------------------------------------------------------
 
 def chaos_namespace(campaign: InjectionCampaign) -> str:
-    return settings().chaosNamespace or campaign.spec.system.namespace
+    return settings().chaos_namespace(campaign.spec.system.namespace)
 
 
 def sink_dir(campaign: InjectionCampaign, namespace: str) -> Path:
@@ -622,7 +622,7 @@ def _remove_chaos(labels: dict[str, str], namespaces: set[str]) -> int:
 
 def _lab_namespaces(spec: dict[str, Any]) -> set[str]:
     lab = ((spec or {}).get("system") or {}).get("namespace") or "online-boutique"
-    return {lab, settings().chaosNamespace or lab}
+    return {lab, settings().chaos_namespace(lab)}
 
 
 @kopf.on.delete(GROUP, VERSION, "injectioncampaigns", timeout=300, retries=20)
@@ -638,4 +638,4 @@ def injection_deleted(spec: kopf.Spec, labels: kopf.Labels, **_: Any) -> None:
     """Remove the Injection's chaos object before the API server lets the Injection go."""
     lab = labels.get(L_LAB, "online-boutique")
     _remove_chaos({L_UID: labels.get(L_UID, ""), L_INJECTION: spec.get("id", "")},
-                  {lab, settings().chaosNamespace or lab})
+                  {lab, settings().chaos_namespace(lab)})

@@ -198,9 +198,6 @@ class ChartValues(_Values):
             if ns in FORBIDDEN_NAMESPACES or not re.match(DNS1123, ns):
                 raise ValueError(f"trainingNamespaces: {ns!r} cannot hold training Jobs; use a namespace of "
                                  "your own")
-        if self.settings.chaosNamespace in FORBIDDEN_NAMESPACES:
-            raise ValueError(f"settings.chaosNamespace: {self.settings.chaosNamespace!r} can never hold chaos "
-                             "objects; use a lab namespace")
         mount = self.storage.mountPath.rstrip("/") + "/"
         if not (self.settings.sinkPath.rstrip("/") + "/").startswith(mount):
             raise ValueError(f"settings.sinkPath {self.settings.sinkPath!r} must lie under storage.mountPath "

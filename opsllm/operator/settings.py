@@ -6,6 +6,7 @@ model), so the chart, its schema and the operator read the same fields.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -48,19 +49,24 @@ class OperatorSettings(_Spec):
         description="Seconds to wait after a window ends before collecting it: Prometheus scrapes, trace "
                     "exporters and log shippers deliver late, and a window collected early has gaps.")
     sinkPath: str = Field(
-        default="/data", description="Folder (a mounted PVC) where campaigns write when their spec.sink "
-                                     "gives no path: SINKPATH/CAMPAIGN/{dataset,injections}.")
+        default="/data", description="Folder (a mounted PVC) campaigns write to: SINKPATH/NAMESPACE/NAME/"
+                                     "{dataset,injections}, or spec.sink.path, which must lie inside it.")
     metricsPort: int = Field(default=8080, ge=0, le=65535,
                              description="Port of the operator's /metrics endpoint; 0 turns it off.")
     chaosNamespace: str | None = Field(
         default=None, pattern=DNS1123,
         description="Namespace chaos objects are created in; the campaign's system namespace when unset.")
 
+    @field_validator("chaosNamespace")
+    @classmethod
+    def _not_system(cls, v: str | None) -> str | None:
+        if v in FORBIDDEN_NAMESPACES:
+            raise ValueError(f"{v!r} can never hold chaos objects; use a lab namespace")
+        return v
+
     @field_validator("allowedNamespaces")
     @classmethod
     def _lab_only(cls, v: list[str]) -> list[str]:
-        import re
-
         for ns in v:
             if ns in FORBIDDEN_NAMESPACES:
                 raise ValueError(f"{ns!r} can never be a lab namespace; list only the namespaces of the lab")
@@ -70,6 +76,10 @@ class OperatorSettings(_Spec):
 
     def allows(self, namespace: str) -> bool:
         return namespace not in FORBIDDEN_NAMESPACES and namespace in self.allowedNamespaces
+
+    def chaos_namespace(self, lab: str) -> str:
+        """Where the chaos objects aimed at ``lab`` live."""
+        return self.chaosNamespace or lab
 
 
 def load_settings(path: str | Path | None) -> OperatorSettings:
