@@ -11,7 +11,9 @@ only), in its own process, so its peak memory is its own. The first 2 steps are 
   TRL counts them for ``completions/mean_length``;
 - the baseline, measured in the same run on the same prompts: plain ``model.generate`` of the base model
   (no LoRA, no trainer) with the same sampling settings, batch shape (prompts x generations) and maximum
-  length, as many batches as counted GRPO steps; the median of ``--repeats`` passes.
+  length, as many batches as counted GRPO steps; the median of ``--repeats`` passes. A second row is the
+  same with the GRPO runs' LoRA adapters attached and unmerged, as the policy generates inside TRL: it
+  splits the gap between GRPO's generation and plain generation into the adapters' part and the trainer's.
 
 CPU (always, one thread): a tiny random Qwen2 (2 layers, width 128) with a tokenizer trained on the
 prompts, 32-token completions; GRPO with beta 0 and with beta 0.04 (the KL term adds a reference forward
@@ -56,6 +58,7 @@ BATCH = 16                        # completions per optimiser step
 PROMPTS = BATCH // NUM_GENERATIONS
 TEMPERATURE = 0.7
 MAX_PROMPT_CHARS = 600
+LORA_RANK, LORA_ALPHA = 32, 64
 err = Console(stderr=True)
 
 
@@ -117,7 +120,7 @@ def make_qwen05b_shaped(tiny: Path, path: Path) -> Path:
 
 def grpo_config(model: Path, dataset: Path, out: Path, *, steps: int, beta: float, length: int, device: str,
                 generation: str = "transformers") -> dict[str, Any]:
-    return {"stage": "grpo", "model": {"path": str(model)}, "lora": {"rank": 32, "alpha": 64},
+    return {"stage": "grpo", "model": {"path": str(model)}, "lora": {"rank": LORA_RANK, "alpha": LORA_ALPHA},
             "data": {"path": str(dataset), "split": "all", "max_prompt_chars": MAX_PROMPT_CHARS},
             "train": {"output_dir": str(out), "max_steps": steps, "learning_rate": 3e-3, "device": device,
                       "per_device_batch_size": BATCH, "logging_steps": 1, "save_steps": 100_000,
@@ -197,14 +200,24 @@ def in_worker(raw: dict[str, Any], tmp: Path, name: str) -> dict[str, Any]:
 
 
 def plain_generate(model_path: Path, dataset: Path, *, batches: int, length: int, device: str,
-                   repeats: int) -> dict[str, Any]:
-    """``model.generate`` on ``batches`` batches of PROMPTS prompts x NUM_GENERATIONS, as TRL samples them."""
+                   repeats: int, lora: bool = False) -> dict[str, Any]:
+    """``model.generate`` on ``batches`` batches of PROMPTS prompts x NUM_GENERATIONS, as TRL samples them.
+
+    With ``lora``, the model carries the GRPO runs' (unmerged) LoRA adapters, as TRL's policy does when it
+    generates with transformers: the difference between the two rows is the adapters' cost."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype).to(device).eval()
+    if lora:
+        from peft import get_peft_model
+
+        from opsllm.spec.training import LoRASpec
+        from opsllm.training.runtime import lora_config
+
+        model = get_peft_model(model, lora_config(LoRASpec(rank=LORA_RANK, alpha=LORA_ALPHA))).eval()
     eos = model.generation_config.eos_token_id
     eos = [eos] if isinstance(eos, int) else list(eos or [])
     if tokenizer.eos_token_id not in eos:
@@ -250,6 +263,8 @@ def cpu_part(args: argparse.Namespace, tmp: Path, dataset: Path, tiny: Path) -> 
     length = 32
     base = plain_generate(tiny, dataset, batches=args.steps - WARMUP, length=length, device="cpu",
                           repeats=args.repeats)
+    with_lora = plain_generate(tiny, dataset, batches=args.steps - WARMUP, length=length, device="cpu",
+                               repeats=args.repeats, lora=True)
     runs = {}
     for beta in (0.0, 0.04):
         name = f"cpu-beta{beta}"
@@ -258,7 +273,7 @@ def cpu_part(args: argparse.Namespace, tmp: Path, dataset: Path, tiny: Path) -> 
                                                      length=length, device="cpu"), tmp, name)
     b0, kl = runs["beta 0"], runs["beta 0.04"]
     return {"model": "tiny Qwen2 (2 layers, width 128, vocab 1031), float32, 1 thread",
-            "completion_length": length, "plain_generate": base, "grpo": runs,
+            "completion_length": length, "plain_generate": base, "plain_generate_lora": with_lora, "grpo": runs,
             "grpo_over_plain_tokens_per_s": b0["generation_tokens_per_s"] / base["tokens_per_s"],
             "kl_over_no_kl_s_per_step": kl["s_per_step"] / b0["s_per_step"]}
 
@@ -272,6 +287,8 @@ def gpu_part(args: argparse.Namespace, tmp: Path, dataset: Path, tiny: Path) -> 
     model = make_qwen05b_shaped(tiny, tmp / "qwen05b-shaped")
     base = plain_generate(model, dataset, batches=args.gpu_steps - WARMUP, length=length, device="cuda",
                           repeats=args.repeats)
+    with_lora = plain_generate(model, dataset, batches=args.gpu_steps - WARMUP, length=length, device="cuda",
+                               repeats=args.repeats, lora=True)
     runs: dict[str, Any] = {}
     skipped: dict[str, str] = {}
     check = subprocess.run([sys.executable, "-c", "import vllm"], capture_output=True, text=True)
@@ -290,7 +307,8 @@ def gpu_part(args: argparse.Namespace, tmp: Path, dataset: Path, tiny: Path) -> 
         except RuntimeError as exc:
             skipped[backend] = f"run failed: {exc}"
     return {"model": f"random Qwen2.5-0.5B shape, bf16, on {torch.cuda.get_device_name()}",
-            "completion_length": length, "plain_generate": base, "grpo": runs, "skipped": skipped,
+            "completion_length": length, "plain_generate": base, "plain_generate_lora": with_lora, "grpo": runs,
+            "skipped": skipped,
             "grpo_over_plain_tokens_per_s": {k: r["generation_tokens_per_s"] / base["tokens_per_s"]
                                              for k, r in runs.items()}}
 
@@ -312,8 +330,9 @@ def table(title: str, part: dict[str, Any]) -> Table:
                   f"{r['completion_tokens_per_step']:.0f}", f"{r['generation_tokens_per_s']:.0f}",
                   f"{r['generation_tokens_per_s'] / base['tokens_per_s']:.2f}x", f"{r['peak_rss_mib']:.0f}",
                   "-" if gpu is None else f"{gpu:.0f}")
-    t.add_row("plain generate", "-", "-", f"{base['s_per_batch']:.2f}", "-",
-              f"{base['completion_tokens_per_batch']:.0f}", f"{base['tokens_per_s']:.0f}", "1.00x", "-", "-")
+    for name, b in (("plain generate", base), ("plain generate, LoRA", part["plain_generate_lora"])):
+        t.add_row(name, "-", "-", f"{b['s_per_batch']:.2f}", "-", f"{b['completion_tokens_per_batch']:.0f}",
+                  f"{b['tokens_per_s']:.0f}", f"{b['tokens_per_s'] / base['tokens_per_s']:.2f}x", "-", "-")
     return t
 
 
