@@ -12,7 +12,7 @@ import pytest
 from opsllm.errors import UsageError
 from opsllm.lab.live import LiveTwin
 from opsllm.lab.planner import plan
-from opsllm.lab.twin import Twin
+from opsllm.lab.twin import SlowDraws, Twin
 from opsllm.spec.campaign import LoadGeneratorSpec, parse_campaign
 from opsllm.spec.injection import PlannedInjection
 
@@ -228,3 +228,22 @@ def test_memory_does_not_step_where_simulations_meet():
     meet = np.isin(seconds, [10, 20, 30, 33, 34, 40, 50])
     # Redrawn per simulation, resting memory would jump by ~2 % of the working set (4x its sample noise).
     assert steps[meet].mean().mean() < 1.6 * steps[~meet].iloc[1:].mean().mean()
+
+
+def test_slow_draws_are_the_twins_public_hook():
+    """``Twin.with_draws`` is how the live twin pins its slow draws; a new draw policy needs no subclass."""
+
+    class HalfLoad(SlowDraws):
+        def load_wobble(self, t0, T, rng):
+            super().load_wobble(t0, T, rng)   # same random streams afterwards: only the load differs
+            return np.full(T, 0.5)
+
+    twin = _twin()
+    half = twin.with_draws(HalfLoad())
+    assert type(twin.draws) is SlowDraws and half.topo is twin.topo
+    full = twin.simulate(T0, T0 + timedelta(minutes=2), seed=4)
+    again = twin.simulate(T0, T0 + timedelta(minutes=2), seed=4)
+    halved = half.simulate(T0, T0 + timedelta(minutes=2), seed=4)
+    assert again.spans.equals(full.spans), "with_draws left the original twin as it was"
+    ratio = halved.spans.num_rows / full.spans.num_rows
+    assert 0.35 < ratio < 0.65, ratio

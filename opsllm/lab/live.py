@@ -26,7 +26,7 @@ meanwhile is in them (a request longer than the delay may still carry a fault st
 it was sent).
 
 The twin's slow per-window draws (the load's wobble, each pod's resting memory and GC saw) are pinned to
-the run's seed and absolute time (``_PinnedTwin``), so they do not step where simulations meet. What is
+the run's seed and absolute time (``PinnedDraws``), so they do not step where simulations meet. What is
 not carried: benign anomalies longer than a chunk (on the mid and hard difficulties they are drawn per
 simulation: use chunks of minutes there), and faults that began more than ``max_lookback`` ago
 (simulated as if they began at the look-back start).
@@ -45,9 +45,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from opsllm.errors import UsageError
-from opsllm.lab.difficulty import load_bursts
-from opsllm.lab.state import State
-from opsllm.lab.twin import BASE_MEM_SHARE, Telemetry, Twin
+from opsllm.lab.twin import SlowDraws, Telemetry, Twin
 from opsllm.spec.duration import parse_duration
 from opsllm.spec.injection import PlannedInjection
 
@@ -58,61 +56,36 @@ __all__ = ["LiveTwin"]
 SETTLE_SECONDS = 90.0
 
 
-class _PinnedTwin(Twin):
-    """The twin with its slow per-window draws pinned to absolute time, so simulations of one run agree.
+class PinnedDraws(SlowDraws):
+    """The twin's slow draws pinned to a run's seed and absolute time, so the simulations of one run agree.
 
-    ``Twin.simulate`` draws a load wobble (a random walk over the window) and each pod's resting memory and
-    garbage-collection saw once per window. Drawn again by every chunk's simulation, they would step at each
-    chunk boundary and at each re-simulation, on every service at once, the moment a fault appears: a
-    symptom no fault has. Here they come from the run's seed and the absolute time instead. The two methods
-    mirror ``Twin._user_rate`` and ``Twin._memory`` (same model, stable draws); a change there must come here.
+    Drawn afresh by every chunk's simulation, the load's wobble and each pod's resting memory and GC saw
+    would step at each chunk boundary and at each re-simulation, on every service at once, the moment a
+    fault appears: a symptom no fault has. Here they come from the run's seed and the absolute time instead,
+    and take nothing from the window's random streams.
     """
 
     WOBBLE_PERIODS = (47.0, 131.0, 293.0, 617.0, 1307.0, 2879.0)  # seconds; no common beat within a day
 
-    def __init__(self, twin: Twin, seed: int) -> None:
-        self.__dict__.update(twin.__dict__)
+    def __init__(self, seed: int, pods: int) -> None:
         rng = np.random.default_rng(np.random.SeedSequence([seed, 0x9E37]))
         self._phases = rng.uniform(0, 2 * np.pi, len(self.WOBBLE_PERIODS))
-        pods = len(self.topo.pods)
         self._mem_z = rng.standard_normal(pods)
         self._saw_period = rng.uniform(20, 60, pods)
         self._saw_phase = rng.uniform(0, 1, pods) * self._saw_period
-        self._t0 = 0.0
 
-    def simulate(self, start: datetime, end: datetime, faults: Sequence[PlannedInjection] = (), *,
-                 seed: int = 0) -> Telemetry:
-        self._t0 = start.timestamp()
-        return super().simulate(start, end, faults, seed=seed)
-
-    def _wobble(self, t: np.ndarray) -> np.ndarray:
-        """A smooth N(0, 1)-distributed walk of absolute time (sum of sines with random phases)."""
-        waves = [np.sin(2 * np.pi * t / p + ph) for p, ph in zip(self.WOBBLE_PERIODS, self._phases, strict=True)]
-        return np.sqrt(2.0 / len(waves)) * np.sum(waves, axis=0)
-
-    def _user_rate(self, t0: float, T: int, rng: np.random.Generator) -> np.ndarray:
+    def load_wobble(self, t0: float, T: int, rng: np.random.Generator) -> np.ndarray:
+        """exp(0.08 w) for a smooth N(0, 1)-distributed walk w of absolute time (sines with random phases)."""
         t = t0 + np.arange(T)
-        hours = (t / 3600.0) % 24
-        daily = 0.6 + 0.4 * np.cos(2 * np.pi * (hours - 14.0) / 24.0)
-        users = self.load.users * daily * np.exp(0.08 * self._wobble(t)) * load_bursts(self.difficulty, rng, T)
-        return users / ((self.load.waitMin + self.load.waitMax) / 2.0)
+        waves = [np.sin(2 * np.pi * t / p + ph) for p, ph in zip(self.WOBBLE_PERIODS, self._phases, strict=True)]
+        walk = np.sqrt(2.0 / len(waves)) * np.sum(waves, axis=0)
+        return np.exp(0.08 * walk)
 
-    def _memory(self, s: State, rng: np.random.Generator) -> np.ndarray:
-        P, T = len(self.topo.pods), s.T
-        mem = np.empty((P, T))
-        t = self._t0 + np.arange(T)
-        for p, pod in enumerate(self.topo.pods):
-            comp = self.topo.components[pod.component]
-            base = BASE_MEM_SHARE[pod.component] * comp.mem_limit
-            saw = 0.0
-            if comp.language in ("java", "nodejs"):
-                period = self._saw_period[p]
-                saw = 0.08 * base * ((t + self._saw_phase[p]) % period) / period
-            mem[p] = base * (1 + 0.02 * self._mem_z[p]) + saw
-        for p in np.nonzero(s.mem_extra.max(axis=1) > 0)[0]:
-            self._oom_by_limit(s, int(p), mem, rng)
-        mem += s.mem_extra
-        return mem
+    def saw_clock(self, t0: float, T: int) -> np.ndarray:
+        return t0 + np.arange(T)
+
+    def pod_rest(self, pod: int, sawing: bool, rng: np.random.Generator) -> tuple[float, float, float]:
+        return float(self._mem_z[pod]), float(self._saw_period[pod]), float(self._saw_phase[pod])
 
 
 @dataclass
@@ -144,7 +117,7 @@ class LiveTwin:
             raise UsageError("start must carry a time zone (UTC)")
         self.twin = twin
         self.seed = int(seed)
-        self.model = _PinnedTwin(twin, self.seed)
+        self.model = twin.with_draws(PinnedDraws(self.seed, len(twin.topo.pods)))
         self.step = max(1, round(twin.resolution))  # the twin samples metrics every whole `step` seconds
         self.chunk = round(chunk)
         if self.chunk < self.step or self.chunk % self.step:

@@ -17,6 +17,7 @@ The same seed gives byte-identical telemetry.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -97,11 +98,37 @@ def _hex_column(*words: np.ndarray) -> pa.Array:
     return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(digits))
 
 
+class SlowDraws:
+    """The twin's slow draws: a wobble of the load over a window and each pod's resting memory and GC saw.
+
+    By default they are drawn afresh for every simulated window, from the window's random streams, which
+    suits windows simulated one by one. ``opsllm.lab.live`` ties them to a run's seed and absolute time
+    instead, so that the many short simulations of one live run join without a step (``Twin.with_draws``).
+    """
+
+    def load_wobble(self, t0: float, T: int, rng: np.random.Generator) -> np.ndarray:
+        """A factor on the user count at each second of ``[t0, t0 + T)``."""
+        return np.exp(0.08 * np.cumsum(rng.normal(0, 1, T)) / np.sqrt(np.arange(1, T + 1)))
+
+    def saw_clock(self, t0: float, T: int) -> np.ndarray:
+        """The time axis the GC saws run on."""
+        return np.arange(T)
+
+    def pod_rest(self, pod: int, sawing: bool, rng: np.random.Generator) -> tuple[float, float, float]:
+        """Pod ``pod``'s (z of its resting memory, saw period, saw phase); the saw only where ``sawing``."""
+        period = phase = 0.0
+        if sawing:
+            period = rng.uniform(20, 60)
+            phase = rng.uniform(0, period)
+        return rng.standard_normal(), period, phase
+
+
 class Twin:
     """OnlineBoutique simulated from a topology, a load and a difficulty."""
 
     def __init__(self, topology: Topology | None = None, *, load: LoadGeneratorSpec | None = None,
-                 difficulty: str = "mid", resolution: float = 1.0, rate_window: float = 30.0) -> None:
+                 difficulty: str = "mid", resolution: float = 1.0, rate_window: float = 30.0,
+                 draws: SlowDraws | None = None) -> None:
         if difficulty not in DIFFICULTIES:
             raise ValueError(f"difficulty {difficulty!r} is unknown; use one of {', '.join(DIFFICULTIES)}")
         self.topo = topology or Topology()
@@ -109,6 +136,7 @@ class Twin:
         self.difficulty = DIFFICULTIES[difficulty]
         self.resolution = resolution
         self.rate_window = rate_window
+        self.draws = draws or SlowDraws()
         pods = self.topo.pods
         self._pods_of = {c: np.array([p.index for p in self.topo.pods_of(c)]) for c in self.topo.components}
         self._node_of_pod = np.array([self.topo.nodes.index(p.node) for p in pods])
@@ -128,6 +156,12 @@ class Twin:
             cpu_ms.setdefault(svc, []).append(op.cpu_ms)
         self._cpu_ms_per_call = {svc: float(np.mean(v)) for svc, v in cpu_ms.items()}
 
+    def with_draws(self, draws: SlowDraws) -> Twin:
+        """The same twin (sharing its read-only tables) with other slow draws."""
+        twin = copy.copy(self)
+        twin.draws = draws
+        return twin
+
     @classmethod
     def from_campaign(cls, spec) -> Twin:  # spec: CampaignSpec
         return cls(spec.topology(), load=spec.system.loadGenerator, difficulty=spec.twin.difficulty,
@@ -139,24 +173,23 @@ class Twin:
         """Tasks per second the load generator starts, before the system's response slows it."""
         hours = ((t0 + np.arange(T)) / 3600.0) % 24
         daily = 0.6 + 0.4 * np.cos(2 * np.pi * (hours - 14.0) / 24.0)  # peak mid-afternoon
-        wobble = np.exp(0.08 * np.cumsum(rng.normal(0, 1, T)) / np.sqrt(np.arange(1, T + 1)))
+        wobble = self.draws.load_wobble(t0, T, rng)
         users = self.load.users * daily * wobble * load_bursts(self.difficulty, rng, T)
         return users / ((self.load.waitMin + self.load.waitMax) / 2.0)
 
     # ---- pass 2: state ---------------------------------------------------------------------
 
-    def _memory(self, s: State, rng: np.random.Generator) -> np.ndarray:
+    def _memory(self, s: State, t0: float, rng: np.random.Generator) -> np.ndarray:
         P, T = len(self.topo.pods), s.T
         mem = np.empty((P, T))
-        t = np.arange(T)
+        t = self.draws.saw_clock(t0, T)
         for p, pod in enumerate(self.topo.pods):
             comp = self.topo.components[pod.component]
             base = BASE_MEM_SHARE[pod.component] * comp.mem_limit
-            saw = 0.0
-            if comp.language in ("java", "nodejs"):
-                period = rng.uniform(20, 60)
-                saw = 0.08 * base * ((t + rng.uniform(0, period)) % period) / period
-            mem[p] = base * (1 + 0.02 * rng.standard_normal()) + saw
+            sawing = comp.language in ("java", "nodejs")
+            z, period, phase = self.draws.pod_rest(p, sawing, rng)
+            saw = 0.08 * base * ((t + phase) % period) / period if sawing else 0.0
+            mem[p] = base * (1 + 0.02 * z) + saw
         for p in np.nonzero(s.mem_extra.max(axis=1) > 0)[0]:
             self._oom_by_limit(s, int(p), mem, rng)
         mem += s.mem_extra
@@ -470,7 +503,7 @@ class Twin:
         wait = (self.load.waitMin + self.load.waitMax) / 2.0
         rate = rate * wait / (wait + http_delay)
 
-        mem = self._memory(state, rng_fault)
+        mem = self._memory(state, t0, rng_fault)
         up_share = np.ones((len(self.topo.pods), T))
         rate_est = np.zeros((len(self.topo.pods), T))
         for comp, pods in self._pods_of.items():
