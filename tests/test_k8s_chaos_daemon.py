@@ -39,6 +39,8 @@ from opsllm.window import read_window
 NS = "online-boutique"
 GROUP, VERSION = "chaos-mesh.org", "v1alpha1"
 BASELINE, FAULT, COOLDOWN = 6, 4, 3
+# The delay test holds its fault longer, so its window's first third (fusion's baseline) needs more lead.
+DELAY_HELD, DELAY_BASELINE = 10, 12
 TWIN = {"difficulty": "easy", "resolution": "1s", "rateWindow": "2s"}
 LIVE_CART_PODS = ("cartservice-7c9f8d6b5-bq2xz", "cartservice-7c9f8d6b5-wn4kt")
 
@@ -146,7 +148,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory, shared_dir: Path) -> Iterator[
         api = config.new_client_from_config(str(kube.kubeconfig))
         with ChaosDaemonDouble(kube.kubeconfig, [NS], spec, prometheus_write_url=prometheus,
                                jaeger_otlp_url=jaeger.otlp_url, loki_url=loki.url,
-                               history=BASELINE + 4, chunk=10) as daemon:
+                               history=DELAY_BASELINE + 4, chunk=10) as daemon:
             yield Lab(kube, client.CustomObjectsApi(api), daemon,
                       twin_collectors(prometheus, jaeger.query_url, loki.url, namespace=NS), prometheus)
         api.close()
@@ -225,7 +227,9 @@ def test_network_delay_reaches_the_window_only_while_its_object_exists(lab: Lab,
     _create(lab, paused)
     status = _eventually(lambda: _injected(lab, obj))
     assert status["experiment"]["desiredPhase"] == "Run"
-    time.sleep(max(0.0, FAULT - (datetime.now(UTC) - created).total_seconds()))
+    # Held 10 s, not FAULT: users wait out each delayed call, so 4 s held only 2 to 12 currency calls (seen
+    # on CI), too few to tell a delay from chance; 10 s holds about 2.5 times as many.
+    time.sleep(max(0.0, DELAY_HELD - (datetime.now(UTC) - created).total_seconds()))
     deleted = _delete(lab, obj)
 
     run = _eventually(lambda: _ended(lab, chaos_name(inj)))
@@ -234,7 +238,7 @@ def test_network_delay_reaches_the_window_only_while_its_object_exists(lab: Lab,
     assert abs((run.start - created).total_seconds()) <= 1.0
     assert abs((run.end - deleted).total_seconds()) <= 1.0 and run.why_ended == "deleted"
 
-    start = _floor(run.start) - timedelta(seconds=BASELINE)
+    start = _floor(run.start) - timedelta(seconds=DELAY_BASELINE)
     end = _floor(run.end) + timedelta(seconds=COOLDOWN + 1)
     window = _collect(lab, start, end, tmp_path / "window")
     raw = read_window(window)
