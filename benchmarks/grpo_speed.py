@@ -386,11 +386,9 @@ def main() -> None:
         out.print(f"CPU: generation is {b0['generation_share']:.0%} of a GRPO step (beta 0); GRPO generation runs "
                   f"at {cpu['grpo_over_plain_tokens_per_s']:.2f}x the tokens/s of plain model.generate; beta 0.04 "
                   f"(KL, reference forward) / beta 0 step time: {cpu['kl_over_no_kl_s_per_step']:.2f}x")
-    if gpu is None:
-        pass
-    elif "skipped" in gpu and "plain_generate" not in gpu:
+    if gpu and "plain_generate" not in gpu:
         out.print(f"GPU part skipped: {gpu['skipped']}")
-    else:
+    elif gpu:
         out.print(table("GPU", gpu))
         for backend, why in gpu["skipped"].items():
             out.print(f"GPU {backend} generation skipped: {why}")

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,27 +70,42 @@ def _binary(path: str, package: str) -> str:
     return found
 
 
-def start_process(cmd: Sequence[str], ready_url: str, log: Path, *, timeout: float) -> subprocess.Popen:
-    """Start ``cmd`` with its output in ``log`` and wait until ``ready_url`` answers; stop it if it never does."""
+def start_process(cmd: Sequence[str], ready_url: str, log: Path, *, timeout: float,
+                  group: bool = False) -> subprocess.Popen:
+    """Start ``cmd`` with its output in ``log`` and wait until ``ready_url`` answers; stop it if it never does.
+
+    ``group`` starts it as the leader of its own process group, for a server that forks workers (vLLM's
+    engine): ``stop_process(..., group=True)`` then ends them all."""
     with log.open("ab") as out:
-        process = subprocess.Popen(list(cmd), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        process = subprocess.Popen(list(cmd), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                   start_new_session=group)
     try:
         wait_ready(ready_url, timeout, process=process, log=log)
     except BaseException:
-        stop_process(process)
+        stop_process(process, group=group)
         raise
     return process
 
 
-def stop_process(process: subprocess.Popen, *, grace: float = 15.0) -> None:
-    """Ask a server to stop, and kill it if it has not within ``grace`` seconds."""
-    if process.poll() is not None:
+def stop_process(process: subprocess.Popen, *, grace: float = 15.0, group: bool = False) -> None:
+    """Ask a server to stop, and kill it if it has not within ``grace`` seconds.
+
+    With ``group``, the signals go to its process group: workers it forked are ended too, even when the
+    server itself has already died and left them behind."""
+    def send(sig: signal.Signals) -> None:
+        if group:
+            with suppress(ProcessLookupError):
+                os.killpg(process.pid, sig)
+        elif process.poll() is None:
+            process.send_signal(sig)
+
+    if process.poll() is not None and not group:
         return
-    process.terminate()
+    send(signal.SIGTERM)
     try:
         process.wait(timeout=grace)
     except subprocess.TimeoutExpired:
-        process.kill()
+        send(signal.SIGKILL)
         process.wait(timeout=grace)
 
 

@@ -231,7 +231,7 @@ def test_memory_does_not_step_where_simulations_meet():
 
 
 def test_slow_draws_are_the_twins_public_hook():
-    """``Twin.with_draws`` is how the live twin pins its slow draws; a new draw policy needs no subclass."""
+    """``Twin.with_draws`` is how the live twin pins its slow draws: a new policy subclasses SlowDraws, not Twin."""
 
     class HalfLoad(SlowDraws):
         def load_wobble(self, t0, T, rng):

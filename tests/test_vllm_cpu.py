@@ -10,14 +10,11 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
-import time
 from pathlib import Path
 
-import httpx
 import pytest
-from backends import free_port
+from backends import free_port, start_process, stop_process
 from doubles import OpenAIDouble
 
 from opsllm.data.prompt import SYSTEM_PROMPT, user_prompt
@@ -51,25 +48,11 @@ class VLLMServer:
         self.base = ""
 
     def start(self) -> None:
+        self.stop()   # a server that died may have left its engine behind
         port = free_port()
-        with self.log.open("a") as out:
-            out.write(f"--- starting on port {port}\n")
-            self.proc = subprocess.Popen([str(REPO / "scripts" / "vllm-cpu.sh"), str(self.model), str(port),
-                                          "--enforce-eager"], stdout=out, stderr=subprocess.STDOUT,
-                                         start_new_session=True)
         self.base = f"http://127.0.0.1:{port}/v1"
-        deadline = time.monotonic() + 600
-        while True:
-            if not self.alive():
-                pytest.fail(f"vllm-cpu exited with {self.proc.returncode}:\n{self.tail()}")
-            try:
-                if httpx.get(f"{self.base}/models", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"vllm-cpu did not serve within 600 s:\n{self.tail()}")
-            time.sleep(1)
+        self.proc = start_process([str(REPO / "scripts" / "vllm-cpu.sh"), str(self.model), str(port),
+                                   "--enforce-eager"], f"{self.base}/models", self.log, timeout=600, group=True)
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -79,14 +62,8 @@ class VLLMServer:
         return "\n".join(lines[-60:])
 
     def stop(self) -> None:
-        if not self.alive():
-            return
-        os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
+        if self.proc is not None:
+            stop_process(self.proc, grace=30, group=True)
 
 
 @pytest.fixture(scope="module")
