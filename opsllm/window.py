@@ -46,6 +46,7 @@ __all__ = [
     "MODALITIES",
     "SCHEMAS",
     "SPANS_SCHEMA",
+    "Alert",
     "PartialRecord",
     "Window",
     "WindowMeta",
@@ -193,6 +194,37 @@ class PartialRecord(BaseModel):
     reason: str = Field(min_length=1, description="Why, in words (e.g. `Loki query timed out after 30 s`).")
 
 
+class Alert(BaseModel):
+    """The alert that opened the incident a window is about: what an operator is paged with.
+
+    It comes from the telemetry (an SLO alerting rule on the frontend's SLIs, read from Alertmanager or
+    Prometheus' ``ALERTS`` series, or the same rule evaluated on the twin's series) or, for an imported
+    public case, from what the dataset gives every method (RCAEval's ``inject_time.txt``). It is never
+    written from an injection's label.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    time: AwareDatetime = Field(description="When the alerting condition first held (Prometheus' `activeAt`), "
+                                "UTC; fusion anchors its baseline before this moment.")
+    name: str = Field(min_length=1, description="The alert's name, e.g. `FrontendLatencyHigh`, or "
+                      "`inject_time` for a dataset's given incident start.")
+    signal: str = Field(default="", description="The alerting signal in words, e.g. `frontend latency_p99_ms "
+                        "> 500 for 1m`; empty when the source does not say.")
+    component: str = Field(default="", description="The component whose SLI alerted (usually `frontend`); "
+                           "empty when the source does not say.")
+    source: str = Field(min_length=1, description="Where the alert came from: `twin` (the chart's rules "
+                        "evaluated on simulated series), `prometheus` (the `ALERTS` series), `alertmanager`, "
+                        "`rcaeval` (inject_time.txt), `manual`.")
+    fired_at: AwareDatetime | None = Field(default=None, description="When the alert fired (its `for` "
+                                           "elapsed), UTC; null when unknown.")
+
+    @field_validator("time", "fired_at")
+    @classmethod
+    def _in_utc(cls, value: datetime | None) -> datetime | None:
+        return None if value is None else value.astimezone(UTC)
+
+
 class WindowMeta(BaseModel):
     """The content of ``window.json``."""
 
@@ -211,6 +243,13 @@ class WindowMeta(BaseModel):
                         "`rcaeval`, ...")
     partial: list[PartialRecord] = Field(default_factory=list, description="Gaps in the window, one "
                                          "record each; empty when the window is complete.")
+    alert: Alert | None = Field(default=None, description="The alert that opened the incident, when one "
+                                "fired; null when none did (fusion then finds the onset itself, by "
+                                "change-point detection on the SLIs, and says so in the sample).")
+    fault_types: list[str] | None = Field(default=None, description="The fault types an answer may name for "
+                                          "this window: a public dataset's own vocabulary (the same list for "
+                                          "every case of the dataset); null means the lab's taxonomy "
+                                          "(`opsllm.spec.faults.FAULT_TYPES`).")
     extra: dict[str, Any] = Field(default_factory=dict, description="Source-specific details that no "
                                   "reader relies on.")
 
@@ -233,6 +272,18 @@ class WindowMeta(BaseModel):
             elif not isinstance(out[key], list):
                 raise ValueError(f"topology.{key} must be a list, got {type(out[key]).__name__}")
         return out
+
+    @field_validator("fault_types")
+    @classmethod
+    def _fault_types_listed_once(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return value
+        if not value or any(not isinstance(v, str) or not v.strip() for v in value):
+            raise ValueError("fault_types must be null or a non-empty list of non-empty names")
+        repeated = sorted({v for v in value if value.count(v) > 1})
+        if repeated:
+            raise ValueError(f"fault_types lists {repeated} more than once; list each fault type once")
+        return value
 
     @model_validator(mode="after")
     def _end_after_start(self) -> WindowMeta:
@@ -512,4 +563,6 @@ def describe_format(level: int = 2) -> str:
     lines += _field_table(WindowMeta)
     lines += ["", "Each record of `partial`:", ""]
     lines += _field_table(PartialRecord)
+    lines += ["", "The `alert`, when present:", ""]
+    lines += _field_table(Alert)
     return "\n".join(lines) + "\n"

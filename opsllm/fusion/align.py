@@ -46,7 +46,9 @@ def candidates_of(window: Window) -> Candidates:
     topo = window.meta.topology
     services = [c["name"] for c in topo.get("components", []) if c["name"] not in CLIENT_ONLY]
     nodes = [n["name"] for n in topo.get("nodes", [])]
-    return Candidates(components=services + nodes, fault_types=list(FAULT_TYPES))
+    # A public dataset names its own faults (window.json fault_types, the same for all its cases).
+    fault_types = window.meta.fault_types if window.meta.fault_types is not None else list(FAULT_TYPES)
+    return Candidates(components=services + nodes, fault_types=list(fault_types))
 
 
 def call_graph_of(window: Window) -> dict[str, list[str]]:
