@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 from opsllm.data.cli import dataset_app
 from opsllm.data.export import export
-from opsllm.data.rcaeval import case_label, export_case, import_case, import_cases
+from opsllm.data.rcaeval import case_id, case_label, export_case, import_case, import_cases
 from opsllm.data.store import DatasetStore
 from opsllm.errors import UsageError, WindowFormatError
 from opsllm.lab.campaign import run_campaign
@@ -123,8 +123,18 @@ def test_twin_window_round_trip_is_byte_identical(campaign: Path, tmp_path: Path
     window_dir, label = injections(campaign)[fault]
     case = export_case(window_dir, label, tmp_path / "cases" / f"{label.component}_{fault}" / "1")
     assert import_case(case, tmp_path / "back" / "window") == label
-    for name in ("window.json", "metrics.parquet", "logs.parquet", "spans.parquet"):
+    for name in ("metrics.parquet", "logs.parquet", "spans.parquet"):
         assert (tmp_path / "back" / "window" / name).read_bytes() == (window_dir / name).read_bytes(), name
+    original, back = read_window(window_dir).meta, read_window(tmp_path / "back" / "window").meta
+    if original.alert is not None:   # the twin's SLO rules fired: the case keeps the lab's own alert
+        assert back == original
+        assert (tmp_path / "back" / "window" / "window.json").read_bytes() == (window_dir / "window.json").read_bytes()
+    else:                            # none fired: inject_time.txt becomes the alert
+        assert back.alert is not None and (back.alert.name, back.alert.source) == ("inject_time", "rcaeval")
+        assert back.alert.time.timestamp() == math.floor(label.start.timestamp())
+        assert back.model_copy(update={"alert": None}) == original
+        assert json.loads((tmp_path / "back" / "window" / "window.json").read_text()) == \
+            json.loads((window_dir / "window.json").read_text()) | {"alert": back.alert.model_dump(mode="json")}
     assert Label.model_validate_json((tmp_path / "back" / "label.json").read_text()) == label
     assert not (tmp_path / "back" / "window" / "label.json").exists()
 
@@ -186,7 +196,8 @@ def test_round_trip_losses_are_exactly_the_documented_ones(tmp_path: Path):
     case = export_case(tmp_path / "w", SYN_LABEL, tmp_path / "cases" / "cartservice_pod-kill" / "1")
     assert (case / "inject_time.txt").read_text() == f"{int(T0.timestamp()) + 1}\n"  # whole seconds, floored
     back = read_window(import_case(case, tmp_path / "back" / "window") and tmp_path / "back" / "window")
-    assert back.meta == original.meta
+    assert back.meta.model_copy(update={"alert": None}) == original.meta
+    assert back.meta.alert is not None and back.meta.alert.time == T0 + timedelta(seconds=1)
     pd.testing.assert_frame_equal(back.logs, original.logs)
     pd.testing.assert_frame_equal(back.spans, original.spans)
 
@@ -232,7 +243,9 @@ def test_import_without_the_sidecar_derives_metadata_and_label(campaign: Path, t
     got = import_case(case, tmp_path / "back" / "window")
     original, back = read_window(window_dir), read_window(tmp_path / "back" / "window")
     assert back.meta.source == "rcaeval" and back.meta.system == "online-boutique"
-    assert back.meta.extra == {"rcaeval_case": "recommendationservice_cpu-stress/1"}
+    assert back.meta.extra == {"rcaeval_layout": "RE2"}  # no path, no root-cause name
+    assert back.meta.fault_types == ["cpu-stress", "disk", "memory-stress", "network-delay", "network-loss",
+                                     "socket"]  # RE2's documented faults, which include this case's own
     assert back.meta.start == original.meta.start and back.meta.end == original.meta.end
     assert back.meta.resolution_s == original.meta.resolution_s
     assert {c["name"] for c in back.meta.topology["components"]} == \
@@ -249,7 +262,7 @@ def test_import_without_the_sidecar_derives_metadata_and_label(campaign: Path, t
     assert sorted_frame(back.metrics[keep]).equals(sorted_frame(original.metrics[keep]))
     assert (got.component, got.level, got.fault_type, got.kind, got.action) == (
         "recommendationservice", "service", "cpu-stress", "StressChaos", "cpu")
-    assert got.start == label.start and got.end == back.meta.end and got.params == {}
+    assert got.start == label.start and got.end == back.meta.end and got.params == {"rcaeval_fault": "cpu-stress"}
     assert got.pods == [p["name"] for p in original.meta.topology["pods"]
                         if p["component"] == "recommendationservice"]
 
@@ -363,9 +376,11 @@ def test_dataset_export_and_import_through_the_cli(campaign: Path, tmp_path: Pat
     assert imported.exit_code == 0, imported.output
     assert "4 cases imported, 0 already there" in imported.stdout
     folders = sorted(p.name for p in (tmp_path / "imported" / "injections").iterdir())
-    assert folders == sorted(e["case"].replace("/", "_") for e in index["cases"])
+    cases = tmp_path / "cases"
+    assert folders == sorted(case_id(cases / e["case"], cases) for e in index["cases"])
     for entry in index["cases"]:
-        folder = tmp_path / "imported" / "injections" / entry["case"].replace("/", "_")
+        folder = tmp_path / "imported" / "injections" / case_id(cases / entry["case"], cases)
+        assert json.loads((folder / "source.json").read_text())["case"] == entry["case"]
         window = read_window(folder / "window")
         assert window.meta.extra["campaign"] == "cases" and window.meta.extra["injection"] == folder.name
         original_label = injections(campaign)[Label.model_validate_json((folder / "label.json").read_text())
@@ -379,7 +394,8 @@ def test_dataset_export_and_import_through_the_cli(campaign: Path, tmp_path: Pat
     single = runner.invoke(dataset_app, ["import", "rcaeval", str(tmp_path / "cases" / one), "--out",
                                          str(tmp_path / "single")])
     assert single.exit_code == 0, single.output
-    assert [p.name for p in (tmp_path / "single" / "injections").iterdir()] == [one.replace("/", "_")]
+    # alone or with its dataset, a case gets one id
+    assert [p.name for p in (tmp_path / "single" / "injections").iterdir()] == [case_id(cases / one, cases)]
     nothing = runner.invoke(dataset_app, ["import", "rcaeval", str(tmp_path / "ds"), "--out", str(tmp_path / "x")])
     assert nothing.exit_code == 2 and "no RCAEval case" in nothing.output
     no_windows = runner.invoke(dataset_app, ["export", str(store.path), "--format", "rcaeval", "--out",
@@ -483,10 +499,18 @@ def test_fused_samples_survive_the_rcaeval_round_trip(campaign: Path, tmp_path: 
     import_cases(tmp_path / "cases", tmp_path / "imported")
     index = json.loads((tmp_path / "cases" / "index.json").read_text())
     for entry in index["cases"]:
-        folder = tmp_path / "imported" / "injections" / entry["case"].replace("/", "_")
+        folder = tmp_path / "imported" / "injections" / case_id(tmp_path / "cases" / entry["case"],
+                                                                tmp_path / "cases")
         again = fuse_window(folder / "window")
         before = stored[entry["injection"]]
-        assert again.observation == before.observation
-        assert again.text == before.text and again.candidates == before.candidates
-        assert again.label == before.label
+        assert again.label == before.label and again.candidates == before.candidates
+        # The import adds at most one thing, the alert from inject_time.txt where the lab's SLO rules gave
+        # none; with it the original window fuses alike.
+        imported = read_window(folder / "window")
+        original = read_window(campaign / "injections" / entry["injection"] / "window")
+        assert imported.meta.alert is not None
+        assert imported.meta.alert.source == ("twin" if original.meta.alert is not None else "rcaeval")
+        original.meta = original.meta.model_copy(update={"alert": imported.meta.alert})
+        alike = fusion.fuse(original, label=before.label)
+        assert again.observation == alike.observation and again.text == alike.text
         assert again.provenance.injection == folder.name

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -25,6 +25,15 @@ out = Console()
 err = Console(stderr=True)
 
 DatasetDir = Annotated[Path, typer.Argument(help="A dataset folder (holding manifest.json).", show_default=False)]
+# For every command that creates (or resumes) a dataset store: pass both to DatasetStore.open_or_create.
+# None keeps a resumed dataset's own grouping; a new one gets fault-target and 1h (opsllm.data.store).
+SplitByOption = Annotated[str | None, typer.Option(
+    "--split-by", help="How a new dataset groups samples for its train/heldout split: fault-target (default: "
+    "one fault type on one target never straddles), campaign, time-block or injection. A resumed dataset "
+    "keeps its own and refuses another.", show_default=False)]
+TimeBlockOption = Annotated[str | None, typer.Option(
+    "--time-block", help="Block length for --split-by time-block, a duration such as 1h (default) or 30m.",
+    show_default=False)]
 
 
 def fail(exc: Exception) -> NoReturn:
@@ -55,12 +64,38 @@ def stats(directory: DatasetDir, as_json: Annotated[bool, typer.Option("--json",
                  f"{result['raw_bytes_mean']:,.0f}", f"{result['fused_bytes_mean']:,.0f}",
                  "n/a" if ratio is None else f"{ratio:.2%}")
     out.print(head)
-    for key in ("split", "fault_type", "kind", "level", "component", "source"):
+    _print_split(result)
+    for key in ("fault_type", "kind", "level", "component", "source"):
         counts = result[f"by_{key}"]
         table = Table(key.replace("_", " "), "samples", "share")
         for name, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
             table.add_row(name, str(n), f"{n / result['samples']:.1%}" if result["samples"] else "-")
         out.print(table)
+
+
+def _print_split(result: dict[str, Any]) -> None:
+    split = result["split"]
+    grouping = split["split_by"]
+    if split["time_block_seconds"] is not None:
+        from opsllm.spec.duration import format_duration
+
+        grouping += f" ({format_duration(split['time_block_seconds'])} blocks)"
+    # A line, not a table title: rich wraps titles to the table's width, which would split the grouping.
+    out.print(f"splits grouped by {grouping}", highlight=False, soft_wrap=True)
+    table = Table("split", "samples", "share", "groups")
+    for name in ("train", "heldout"):
+        n = result["by_split"][name]
+        table.add_row(name, str(n), f"{n / result['samples']:.1%}" if result["samples"] else "-",
+                      str(split["groups_by_split"][name]))
+    out.print(table)
+    share = "-" if split["heldout_share"] is None else f"{split['heldout_share']:.1%}"
+    straddle = ("no group straddles the splits" if not split["straddling_groups"]
+                else f"{split['straddling_groups']} group(s) straddle the splits")
+    out.print(f"held-out share {share} of samples (fraction {result['heldout_fraction']:g}); {straddle}; "
+              f"{split['straddling_fault_targets']} (fault type, target) pair(s) in both splits",
+              highlight=False, soft_wrap=True)
+    for warning in split["warnings"]:
+        out.print(f"[bold yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
 
 
 @dataset_app.command("export")

@@ -136,8 +136,8 @@ def _dataset_card(store: DatasetStore, files: dict[str, str], counts: dict[str, 
         "`prompt` and `completion` are lists of `{role, content}` messages (TRL's conversational "
         "prompt-completion form). Answers follow the grammar "
         "`<think>...</think>\\n<answer>component: NAME; fault_type: TYPE</answer>`; "
-        "`opsllm.data.prompt.parse_answer` reads them. The `test` split is the store's held-out split: every "
-        "sample of one injection is in the same split.\n"
+        "`opsllm.data.prompt.parse_answer` reads them. The `test` split is the store's held-out split, "
+        f"grouped by `{store.split_by}`: every sample of one group is in the same split.\n"
     )
 
 

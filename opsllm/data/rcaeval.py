@@ -34,15 +34,21 @@ What a round trip (window -> case -> window) loses, and nothing else:
 - the Arrow types: dictionary-encoded columns are plain strings in CSV (read_window gives the same frames).
 
 A case without ``opsllm.json`` (a real RCAEval case) gets its metadata from the data: the window spans the
-first to the last timestamp, the topology lists the services seen and the call graph the traces show,
-``source`` is ``rcaeval``; its label has level ``service``, starts at ``inject_time.txt`` and ends with the
-window. RCAEval's fault names ``cpu``, ``mem``, ``delay`` and ``loss`` map to ``cpu-stress``,
-``memory-stress``, ``network-delay`` and ``network-loss``; other names (``disk``, ``socket``, ``f1``...)
-are kept as they are, with kind ``RCAEval``.
+first to the last timestamp, ``resolution_s`` is the median metric step (1 s to 1 min), the topology lists
+the services seen and the call graph the traces show, ``system`` is the system whose service names cover
+most of those services (:func:`system_of`), ``source`` is ``rcaeval``, ``alert`` is ``inject_time.txt``
+(what RCAEval gives every method), ``fault_types`` is the dataset's vocabulary and ``extra.rcaeval_layout``
+the layout (:data:`LAYOUTS`: RE1 metrics only, RE2 with logs or traces, RE3 the same with code-level
+faults). Span operation names are normalised and a missing span kind inferred (:func:`normalise_operation`).
+The label has level ``service``, starts at ``inject_time.txt`` and ends with the window; fault names map
+through :data:`RCAEVAL_FAULTS` (others are kept as the dataset's own type) and ``params.rcaeval_fault``
+keeps the original name. The folder names, which name the root cause, reach only the label and
+``source.json``: the injection id is an opaque hash (:func:`case_id`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import math
@@ -59,12 +65,14 @@ from pydantic import ValidationError
 
 from opsllm.errors import StorageError, UsageError, WindowFormatError
 from opsllm.files import atomic_dir, dumps_json, write_json_atomic, write_text_atomic
+from opsllm.lab.topology import COMPONENT_NAMES, SYSTEM_NAME
 from opsllm.spec.faults import CATALOGUE
 from opsllm.spec.injection import Label
 from opsllm.window import (
     LOGS_SCHEMA,
     METRICS_SCHEMA,
     SPANS_SCHEMA,
+    Alert,
     WindowMeta,
     normalise_level,
     read_window,
@@ -72,15 +80,23 @@ from opsllm.window import (
 )
 
 __all__ = [
+    "APP_FAULT_KIND",
+    "LAYOUTS",
     "RCAEVAL_FAULTS",
     "SEPARATOR",
     "SIDECAR",
+    "SOURCE_FILE",
     "case_id",
     "case_label",
+    "dataset_fault_types",
     "export_case",
+    "fault_type_of",
     "find_cases",
     "import_case",
     "import_cases",
+    "layout_fault_types",
+    "normalise_operation",
+    "system_of",
 ]
 
 SEPARATOR = "_"
@@ -90,13 +106,42 @@ SIDECAR_FORMAT = "opsllm-rcaeval-case"
 INJECT_TIME = "inject_time.txt"
 METRIC_FILES = ("data.csv", "metrics.csv", "metrics.parquet", "metrics.json", "simple_metrics.csv")
 
-RCAEVAL_FAULTS: dict[str, str] = {"cpu": "cpu-stress", "mem": "memory-stress", "delay": "network-delay",
-                                  "loss": "network-loss"}
-"""RCAEval fault names that mean the same fault as one of the lab's fault types."""
+RCAEVAL_FAULTS: dict[str, str] = {
+    # RCAEval RE1/RE2 (Chaos Mesh and stress-ng faults)
+    "cpu": "cpu-stress", "mem": "memory-stress", "delay": "network-delay", "loss": "network-loss",
+    # OnlineBoutique faults of instrumented labs (Nezha-style case names)
+    "cpu-contention": "cpu-stress", "cpu-consumed": "cpu-consumed", "network-delay": "network-delay",
+    "exception": "app-exception", "return": "app-return",
+    # RCAEval RE3 code-level faults: f4 incorrect return value, f5 missing exception handler
+    "f4": "app-return", "f5": "app-exception",
+}
+"""A dataset's fault name (lower case, ``_`` read as ``-``) -> the project's fault type. Names not listed, and
+not already one of the project's fault types, are kept as the dataset's own type."""
 
-# RCAEval's dataset folders: RE2-OB, online-boutique, sock-shop-2, RE1-TT, train-ticket...
-_SYSTEMS = (("online-boutique", {"ob"}), ("sock-shop", {"ss"}), ("train-ticket", {"tt"}))
+LAYOUTS: dict[str, tuple[str, ...]] = {
+    "RE1": ("cpu", "mem", "disk", "delay", "loss"),
+    "RE2": ("cpu", "mem", "disk", "socket", "delay", "loss"),
+    "RE3": ("f1", "f2", "f3", "f4", "f5"),
+}
+"""RCAEval's layouts and the fault names each documents: RE1 metrics only, RE2 metrics, logs and traces,
+RE3 the same files with code-level faults."""
+
+APP_FAULT_KIND = "AppFault"
+"""The label kind of faults injected in the application's code or process rather than by Chaos Mesh."""
+_APP_FAULTS = frozenset({"cpu-consumed", "app-exception", "app-return"})
+# The family word a label's kind gets for a fault name the project has no type for.
+_RESOURCE_FAULTS = frozenset({"disk", "socket", "io", "memory-leak", "mem-leak", "fd", "thread"})
+_CODE_FAULT = re.compile(r"f\d+")
+
+# Names of each system's services, to tell which system a case was recorded on from the services it shows.
+_SOCK_SHOP = frozenset({"carts", "carts-db", "catalogue", "catalogue-db", "front-end", "orders", "orders-db",
+                        "payment", "queue-master", "rabbitmq", "session-db", "shipping", "user", "user-db",
+                        "edge-router"})
+_TRAIN_TICKET = re.compile(r"ts-[a-z0-9-]+")
 _NS_PER_S = 1_000_000_000
+SOURCE_FILE = "source.json"
+"""Beside an imported window: where the case came from. Its path names the root cause, so no reader of the
+window sees it."""
 
 
 # ---- helpers --------------------------------------------------------------------------------------
@@ -457,23 +502,123 @@ def _read_spans(case: Path) -> pd.DataFrame | None:
     })
 
 
-def _system_of(case: Path) -> str:
-    """The system a case was recorded on, from the dataset folder names (RE2-OB, online-boutique...)."""
-    for part in reversed([p.lower() for p in case.resolve().parts]):
-        tokens = set(re.split(r"[-_ .]", part))
-        for system, marks in _SYSTEMS:
-            if system in part or tokens & marks:
-                return system
-    return "unknown"
+# ---- span names and kinds -------------------------------------------------------------------------
+
+# A gRPC method as tracers name it once prefixes are gone: `[package.]Service/Method` or, from
+# OpenCensus, `package.Service.Method`.
+_GRPC_METHOD = re.compile(r"(?:(?P<pkg>[a-z_]\w*(?:\.[a-z_]\w*)*)\.)?(?P<service>[A-Z]\w*)[./](?P<method>[A-Za-z_]\w*)")
+# OnlineBoutique's proto package, under its old and new names (and none, where a tracer drops it).
+_BOUTIQUE_PACKAGES = {None, "hipstershop", "oteldemo"}
+_PREFIX_KIND = {"sent.": "client", "recv.": "server"}  # OpenCensus' client and server span names
 
 
-def _derived_meta(case: Path, metrics: pd.DataFrame | None, logs: pd.DataFrame | None,
-                  spans: pd.DataFrame | None, inject: int) -> dict[str, Any]:
+def _key(name: str) -> str:
+    return name.lower().replace("-", "")
+
+
+def normalise_operation(name: str) -> tuple[str, str, str]:
+    """The canonical name of a span's operation, the span kind its name implies (``client`` for
+    OpenCensus' ``Sent.``, ``server`` for ``Recv.``, else "") and the service it names ("" for none).
+
+    Tracers name one gRPC method differently (``/hipstershop.CartService/GetCart``,
+    ``Sent.hipstershop.CartService.GetCart``, ``grpc.hipstershop.CartService/GetCart``,
+    ``oteldemo.CartService/GetCart``); all become ``hipstershop.CartService/GetCart``, so that the caller's
+    and the callee's spans of one call share a name. Names that are not gRPC methods are kept as they are.
+    """
+    rest, kind = name.strip(), ""
+    prefix = rest[:5].lower()
+    if prefix in _PREFIX_KIND:
+        rest, kind = rest[5:], _PREFIX_KIND[prefix]
+    method_name = rest.removeprefix("/")
+    grpc = method_name.lower().startswith("grpc.")
+    match = _GRPC_METHOD.fullmatch(method_name[5:] if grpc else method_name)
+    if match is None:  # an HTTP route or a tracer's own name: only the prefix goes
+        return (rest if kind else name), kind, ""
+    pkg, service, method = match["pkg"], match["service"], match["method"]
+    if pkg in _BOUTIQUE_PACKAGES:
+        pkg = "hipstershop"
+    elif grpc:  # grpc.health.v1 is a package of its own, not a tracer's prefix
+        pkg = f"grpc.{pkg}"
+    return f"{pkg}.{service}/{method}", kind, service
+
+
+def _span_kind(value: str) -> str:
+    kind = value.strip().lower().removeprefix("span_kind_")
+    return "" if kind in ("", "unspecified", "nan") else kind
+
+
+def _normalise_spans(spans: pd.DataFrame, components: set[str]) -> pd.DataFrame:
+    """Spans with canonical operation names and, where the file gives none, their kind.
+
+    The target of an operation is the component its name names (``hipstershop.CartService/GetCart`` ->
+    ``cartservice``), else the service that records it as the child of another service's span with the same
+    operation (the callee's side of one call). A span recorded by the target is ``server``, by another
+    service ``client``; a root span whose operation is not a gRPC method (an HTTP request entering the
+    system) is ``server``.
+    """
+    if spans.empty:
+        return spans
+    parsed = {op: normalise_operation(op) for op in spans["operation"].unique()}
+    by_key = {_key(c): c for c in components}
+    named = {op: by_key.get(_key(target), "") for op, (_, _, target) in parsed.items()}
+    out = spans.copy()
+    out["operation"] = spans["operation"].map(lambda op: parsed[op][0])
+    target = spans["operation"].map(named)
+    parent = out[["trace_id", "span_id", "service", "operation"]].rename(
+        columns={"span_id": "parent_span_id", "service": "parent_service", "operation": "parent_operation"})
+    joined = out[["trace_id", "parent_span_id", "service", "operation"]].merge(
+        parent.drop_duplicates(["trace_id", "parent_span_id"]), on=["trace_id", "parent_span_id"], how="left")
+    callee_side = joined[(joined["parent_service"].notna()) & (joined["parent_service"] != joined["service"])
+                         & (joined["parent_operation"] == joined["operation"])]
+    if not callee_side.empty:
+        counts = callee_side.groupby(["operation", "service"]).size().reset_index(name="n")
+        counts = counts.sort_values(["operation", "n", "service"], ascending=[True, False, True])
+        recorded = dict(zip(counts.drop_duplicates("operation")["operation"],
+                            counts.drop_duplicates("operation")["service"], strict=True))
+        target = target.where(target != "", out["operation"].map(recorded).fillna(""))
+    kind = out["kind"].map(_span_kind)
+    from_name = spans["operation"].map(lambda op: parsed[op][1])
+    kind = kind.where(kind != "", from_name)
+    by_target = np.where(target == "", "", np.where(out["service"] == target, "server", "client"))
+    kind = kind.where(kind != "", pd.Series(by_target, index=out.index))
+    is_grpc = spans["operation"].map(lambda op: parsed[op][2] != "")
+    entry = (out["parent_span_id"] == "") & ~is_grpc
+    out["kind"] = kind.where((kind != "") | ~entry, "server")
+    return out
+
+
+# ---- metadata and label ---------------------------------------------------------------------------
+
+def system_of(services: set[str] | list[str]) -> str:
+    """The system whose known service names cover most of ``services``: ``online-boutique``, ``sock-shop``
+    or ``train-ticket`` (``ts-*``); ``unknown`` when none matches."""
+    names = {s.lower() for s in services}
+    boutique = {c.lower() for c in COMPONENT_NAMES}
+    scores = [(len(names & boutique), SYSTEM_NAME), (len(names & _SOCK_SHOP), "sock-shop"),
+              (sum(1 for n in names if _TRAIN_TICKET.fullmatch(n)), "train-ticket")]
+    best, system = max(scores, key=lambda s: s[0])  # first of equals: the order above
+    return system if best else "unknown"
+
+
+def _components(metrics: pd.DataFrame | None, logs: pd.DataFrame | None, spans: pd.DataFrame | None) -> set[str]:
+    found: set[str] = set()
+    if metrics is not None:
+        found |= {c for c in metrics["component"].unique() if c}
+    if logs is not None:
+        found |= {c for c in logs["component"].unique() if c}
+    if spans is not None and not spans.empty:
+        found |= {c for c in spans["service"].unique() if c}
+    return found
+
+
+def _derived_meta(metrics: pd.DataFrame | None, logs: pd.DataFrame | None, spans: pd.DataFrame | None,
+                  inject: int) -> dict[str, Any]:
     stamps: list[pd.Timestamp] = [pd.Timestamp(inject, unit="s", tz="UTC")]
     resolution = 1.0
     if metrics is not None and not metrics.empty:
         unique = pd.DatetimeIndex(metrics["timestamp"].unique()).sort_values()
         if len(unique) > 1:
+            # The median step: scrapes at 1 s to 1 min, with the odd missed or doubled one.
             resolution = unique.to_series().diff().dropna().median().total_seconds() or 1.0
         stamps += [unique[0], unique[-1] + pd.Timedelta(seconds=resolution)]
     if logs is not None and not logs.empty:
@@ -484,16 +629,12 @@ def _derived_meta(case: Path, metrics: pd.DataFrame | None, logs: pd.DataFrame |
     end = max(stamps).ceil("s")
     if end <= start:
         end = start + pd.Timedelta(seconds=1)
-    components: set[str] = set()
+    components = _components(metrics, logs, spans)
     pods: dict[str, str] = {}
     edges: set[tuple[str, str]] = set()
-    if metrics is not None:
-        components |= {c for c in metrics["component"].unique() if c}
     if logs is not None:
-        components |= {c for c in logs["component"].unique() if c}
         pods |= {p: c for p, c in zip(logs["pod"], logs["component"], strict=True) if p}
     if spans is not None and not spans.empty:
-        components |= {c for c in spans["service"].unique() if c}
         pods |= {p: c for p, c in zip(spans["pod"], spans["service"], strict=True) if p}
         service_of = dict(zip(spans["span_id"], spans["service"], strict=True))
         for parent, service in zip(spans["parent_span_id"], spans["service"], strict=True):
@@ -501,45 +642,108 @@ def _derived_meta(case: Path, metrics: pd.DataFrame | None, logs: pd.DataFrame |
             if caller and caller != service:
                 edges.add((caller, service))
     return {
-        "start": start.to_pydatetime(), "end": end.to_pydatetime(), "system": _system_of(case),
+        "start": start.to_pydatetime(), "end": end.to_pydatetime(), "system": system_of(components),
         "topology": {"components": [{"name": c} for c in sorted(components)],
                      "pods": [{"name": p, "component": c, "node": ""} for p, c in sorted(pods.items())],
                      "nodes": [],
                      "call_graph": [{"caller": a, "callee": b} for a, b in sorted(edges)]},
         "resolution_s": resolution, "source": "rcaeval",
-        "extra": {"rcaeval_case": f"{case.parent.name}/{case.name}"},
     }
+
+
+def _fault_key(name: str) -> str:
+    return name.strip().lower().replace("_", "-")
+
+
+def fault_type_of(name: str) -> str:
+    """The project's fault type for a dataset's fault name (:data:`RCAEVAL_FAULTS`, matched case-insensitively
+    with ``_`` and ``-`` alike); a name already in the project's taxonomy is that type; any other name is
+    kept as the dataset's own type."""
+    key = _fault_key(name)
+    if key in RCAEVAL_FAULTS:
+        return RCAEVAL_FAULTS[key]
+    return key if any(f.name == key for f in CATALOGUE) else name
+
+
+def _kind_action(fault_type: str, name: str) -> tuple[str, str]:
+    """A label's kind and action: the catalogue's for the project's Chaos Mesh faults, ``AppFault`` for
+    faults in the application, else a family word: ``resource``, ``code-level`` or ``unknown``."""
+    key = _fault_key(name)
+    if fault_type in _APP_FAULTS:
+        return APP_FAULT_KIND, key
+    known = next((f for f in CATALOGUE if f.name == fault_type), None)
+    if known is not None:
+        return known.kind, known.action
+    if key in _RESOURCE_FAULTS:
+        return "resource", key
+    if _CODE_FAULT.fullmatch(key):
+        return "code-level", key
+    return "unknown", key
+
+
+def _root_cause_names(case: Path) -> tuple[str, str]:
+    """The service and the fault RCAEval's folder names give a case: ``<service>_<fault>/<n>``."""
+    service, sep, fault = case.parent.name.partition(SEPARATOR)
+    if not sep or not service or not fault:
+        raise UsageError(f"cannot tell the root cause of {case}: RCAEval names a case's parent folder "
+                         f"<service>_<fault> (e.g. adservice_cpu), not {case.parent.name!r}")
+    return service, fault
 
 
 def case_label(case_dir: str | os.PathLike[str], *, end: datetime | None = None,
                pods: list[str] | None = None) -> Label:
-    """The label RCAEval's folder names give a case: ``<service>_<fault>/<n>``, starting at inject_time.txt."""
+    """The label RCAEval's folder names give a case: ``<service>_<fault>/<n>``, starting at inject_time.txt.
+    The fault name is mapped by :func:`fault_type_of` and kept in ``params["rcaeval_fault"]``."""
     case = Path(case_dir)
-    service, sep, fault = case.parent.name.partition(SEPARATOR)
-    if not sep or not service or not fault or SEPARATOR in fault:
-        raise UsageError(f"cannot tell the root cause of {case}: RCAEval names a case's parent folder "
-                         f"<service>_<fault> (e.g. adservice_cpu), not {case.parent.name!r}")
-    fault_type = RCAEVAL_FAULTS.get(fault, fault)
-    known = next((f for f in CATALOGUE if f.name == fault_type), None)
+    service, fault = _root_cause_names(case)
+    fault_type = fault_type_of(fault)
+    kind, action = _kind_action(fault_type, fault)
     start = datetime.fromtimestamp(_read_inject_time(case), UTC)
-    return Label(component=service, level="service", fault_type=fault_type,
-                 kind=known.kind if known else "RCAEval", action=known.action if known else fault,
-                 pods=list(pods or []), start=start, end=max(end or start, start),
-                 params={} if known and fault_type == fault else {"rcaeval_fault": fault})
+    return Label(component=service, level="service", fault_type=fault_type, kind=kind, action=action,
+                 pods=list(pods or []), start=start, end=max(end or start, start), params={"rcaeval_fault": fault})
+
+
+def _layout_of(case: Path, *, code_level: bool) -> str:
+    """RE1 for a case with metrics only; RE2 or RE3 (code-level faults) for one with logs or traces."""
+    multi = any((case / n).is_file() for n in ("logs.csv", "logs.parquet", "traces.csv", "traces.parquet"))
+    return ("RE3" if code_level else "RE2") if multi else "RE1"
+
+
+def layout_fault_types(layouts: set[str] | list[str]) -> list[str]:
+    """The project's fault types for the fault names the given layouts document, sorted."""
+    return sorted({fault_type_of(name) for layout in layouts for name in LAYOUTS[layout]})
+
+
+def _is_code_level(fault_types: list[str]) -> bool:
+    return any(_CODE_FAULT.fullmatch(_fault_key(t)) for t in fault_types)
+
+
+def _inject_alert(inject: int) -> dict[str, Any]:
+    # RCAEval hands every method this moment as the incident's start; it is the case's alert.
+    return Alert(time=datetime.fromtimestamp(inject, UTC), name="inject_time", source="rcaeval",
+                 signal=INJECT_TIME).model_dump(mode="json")
 
 
 def import_case(case_dir: str | os.PathLike[str], out_window_dir: str | os.PathLike[str], *,
-                extra: dict[str, Any] | None = None) -> Label:
+                extra: dict[str, Any] | None = None, fault_types: list[str] | None = None) -> Label:
     """Read the RCAEval case at ``case_dir`` into a raw window at ``out_window_dir`` (which must not
     exist), and write its label as ``label.json`` beside the window. Returns the label.
 
     ``extra`` is merged into the window's ``extra`` (e.g. ``{"campaign": ..., "injection": ...}``).
+    ``fault_types`` is the dataset's vocabulary (window.json ``fault_types``), the same for every case of a
+    dataset; without it a case gets its layout's documented vocabulary plus its own type, which names the
+    answer when the type is outside the layout's list: import a dataset with :func:`import_cases`.
     """
     case = Path(case_dir)
     out = Path(out_window_dir)
     if not (case / INJECT_TIME).is_file():
         raise UsageError(f"{case} is not an RCAEval case: {INJECT_TIME} is missing")
+    if fault_types is not None and (not fault_types or any(not isinstance(t, str) or not t for t in fault_types)):
+        raise UsageError(f"fault_types must be a non-empty list of fault type names, not {fault_types!r}")
     sidecar = _read_sidecar(case)
+    inject = _read_inject_time(case)
+    # Checked before any file is read: a case without a sidecar needs RCAEval's folder names.
+    own_fault = "" if sidecar is not None else _root_cause_names(case)[1]
     series = (sidecar or {}).get("series", {})
     cells = _read_cells(case)
     metrics = None if cells is None else _long_metrics(cells, series, case)
@@ -552,8 +756,18 @@ def import_case(case_dir: str | os.PathLike[str], out_window_dir: str | os.PathL
         metrics = metrics if "metrics" in present else None
         logs = logs if "logs" in present else None
         spans = spans if "spans" in present else None
+        if meta.get("alert") is None:
+            meta["alert"] = _inject_alert(inject)
     else:
-        meta = _derived_meta(case, metrics, logs, spans, _read_inject_time(case))
+        if spans is not None:
+            spans = _normalise_spans(spans, _components(metrics, logs, spans))
+        meta = _derived_meta(metrics, logs, spans, inject)
+        code_level = _is_code_level(fault_types) if fault_types is not None else _is_code_level([own_fault])
+        layout = _layout_of(case, code_level=code_level)
+        vocabulary = fault_types if fault_types is not None else \
+            sorted(set(layout_fault_types([layout])) | {fault_type_of(own_fault)})
+        meta |= {"alert": _inject_alert(inject), "fault_types": list(vocabulary),
+                 "extra": {"rcaeval_layout": layout}}
     meta["extra"] = {**meta.get("extra", {}), **(extra or {})}
     try:
         window_meta = WindowMeta.model_validate(meta)
@@ -570,30 +784,61 @@ def import_case(case_dir: str | os.PathLike[str], out_window_dir: str | os.PathL
             raise UsageError(f"{case} is named for {named.component}/{named.fault_type} but {SIDECAR} records "
                              f"{label.component}/{label.fault_type}; rename the folder or delete {SIDECAR}")
     else:
+        service = _root_cause_names(case)[0]
         pods = [p["name"] for p in window_meta.topology["pods"] if isinstance(p, dict)
-                and p.get("component") == case.parent.name.partition(SEPARATOR)[0]]
+                and p.get("component") == service]
         label = case_label(case, end=window_meta.end, pods=pods)
+    if window_meta.fault_types is not None and label.fault_type not in window_meta.fault_types:
+        raise UsageError(f"{case} is a {label.fault_type} case but the fault types given for it are "
+                         f"{window_meta.fault_types}; pass the dataset's whole vocabulary")
     write_window(out, window_meta, metrics, logs, spans)
     write_json_atomic(out.parent / "label.json", label.model_dump(mode="json"))
     return label
 
 
-def case_id(case: Path, root: Path) -> str:
-    """The injection id an imported case gets: its path below ``root`` joined with '_' (RCAEval's own
-    result-file naming, ``<service>_<fault>_<n>``); a single case keeps its two folder names."""
+def _relative(case: Path, root: Path) -> str:
+    # A single case (or a case at the root) is named by its last two folders, <service>_<fault>/<n>, so that
+    # importing it alone or with its dataset gives one id.
     parts = case.relative_to(root).parts if case != root else ()
     if len(parts) < 2:
         parts = (case.parent.name, case.name)
-    return SEPARATOR.join(parts)
+    return "/".join(parts)
+
+
+def case_id(case: Path, root: Path) -> str:
+    """The injection id an imported case gets: ``case-`` and 12 hex digits of the SHA-256 of its path below
+    ``root``. Opaque, because the id reaches every predictor and RCAEval's paths name the root cause; stable,
+    so that a rerun resumes."""
+    return "case-" + hashlib.sha256(_relative(case, root).encode()).hexdigest()[:12]
+
+
+def dataset_fault_types(cases: list[Path]) -> list[str]:
+    """The vocabulary of a dataset: the project's types of every case's fault, plus those the detected
+    layouts document, sorted; the same list for every case, so it says nothing about any one of them."""
+    names: list[str] = []
+    sidecar_types: set[str] = set()
+    for case in cases:
+        try:
+            names.append(_root_cause_names(case)[1])
+        except UsageError:
+            sidecar = _read_sidecar(case)
+            if sidecar is None or "label" not in sidecar:
+                raise
+            sidecar_types.add(str(sidecar["label"]["fault_type"]))
+    code_level = _is_code_level(names)
+    layouts = {_layout_of(case, code_level=code_level) for case in cases}
+    return sorted({fault_type_of(n) for n in names} | sidecar_types | set(layout_fault_types(layouts)))
 
 
 def import_cases(path: str | os.PathLike[str], out: str | os.PathLike[str]) -> dict[str, list[str]]:
-    """Import every case at ``path`` into a campaign-like folder: ``out/injections/<id>/window`` and
-    ``label.json`` beside it. Each injection folder appears in one rename; existing ones are skipped, so a
-    rerun resumes. Returns the ids ``written`` and ``skipped``."""
+    """Import every case at ``path`` into a campaign-like folder: ``out/injections/<id>/window``,
+    ``label.json`` and ``source.json`` (the case's path) beside it. Each injection folder appears in one
+    rename; existing ones are skipped, so a rerun resumes. Returns the ids ``written`` and ``skipped``."""
     root = Path(path)
     cases = find_cases(root)
-    campaign = root.parent.parent.name if (root / INJECT_TIME).is_file() else root.name
+    single = (root / INJECT_TIME).is_file()
+    campaign = root.parent.parent.name if single else root.name
+    vocabulary = dataset_fault_types(cases)
     injections = Path(out) / "injections"
     written: list[str] = []
     skipped: list[str] = []
@@ -611,6 +856,9 @@ def import_cases(path: str | os.PathLike[str], out: str | os.PathLike[str]) -> d
             skipped.append(ident)
             continue
         with atomic_dir(folder) as tmp:
-            import_case(case, tmp / "window", extra={"campaign": campaign, "injection": ident})
+            import_case(case, tmp / "window", extra={"campaign": campaign, "injection": ident},
+                        fault_types=None if _read_sidecar(case) is not None else vocabulary)
+            write_json_atomic(tmp / SOURCE_FILE, {"format": "opsllm-rcaeval-source", "root": str(root.resolve()),
+                                                  "case": _relative(case, root)})
         written.append(ident)
     return {"written": written, "skipped": skipped}

@@ -3,7 +3,7 @@
 Layout::
 
     DIR/
-      manifest.json             name, schema version, heldout fraction, sample count, shards (with checksums)
+      manifest.json             name, schema version, heldout fraction, grouping, sample count, shards
       shards/shard-00000.jsonl  one RCASample per line (JSON Lines), never rewritten once listed
       shards/shard-00001.jsonl
 
@@ -19,13 +19,32 @@ not lost for a resumed run: their ids are not in the manifest, so adding them ag
 Resume: sample ids are unique. Adding a sample whose id is already stored (or buffered) skips it, so a
 rerun adds nothing twice; the first version of an id wins.
 
-Splits: a sample's split (``train`` or ``heldout``) is a pure function of its *injection key* and the
-store's ``heldout_fraction`` (fixed at creation, kept in the manifest). The key is
-``provenance.campaign + "/" + provenance.injection`` (injection ids restart at ``0000`` in every
-campaign), the injection alone when the campaign is empty, or the sample id when both are. The first 8
-bytes of its SHA-256, read as an integer and divided by 2**64, give a number in [0, 1); below the
-fraction is ``heldout``. Every sample of one injection therefore lands in the same split, in every run
-and every store with the same fraction.
+Splits: a sample's split (``train`` or ``heldout``) is a pure function of its *group key*, the store's
+``split_by`` and its ``heldout_fraction`` (both fixed at creation, kept in the manifest). Samples are
+grouped, so that near-duplicates never sit on both sides; ``split_by`` chooses the group key:
+
+- ``fault-target`` (the default for a new store): ``label.fault_type + "/" + label.component``. The
+  repeats of one fault on one target are one group, so every (fault type, target) pair in ``heldout`` is
+  unseen in ``train``, like the paper's mid split.
+- ``campaign``: ``provenance.campaign`` (the injection key when it is empty): whole campaigns are held out.
+- ``time-block``: the label's ``start`` floored to ``time_block_seconds`` (counted from the Unix epoch in
+  UTC, so 1 h blocks are clock hours), written ``time:<ISO 8601>``: faults close in time are one group.
+- ``injection`` (what every store did before grouping was recorded; a manifest without ``split_by`` reads
+  as this): the *injection key* ``provenance.campaign + "/" + provenance.injection`` (injection ids
+  restart at ``0000`` in every campaign), the injection alone when the campaign is empty, or the sample
+  id when both are.
+
+A sample without a label has no fault type, target or start: it falls back to its injection key. The
+first 8 bytes of the key's SHA-256, read as an integer and divided by 2**64, give a number in [0, 1);
+below the fraction is ``heldout``.
+
+Guarantee: every sample of one group is in the same split, in every run and every store with the same
+grouping and fraction, and a group never moves when more samples arrive (its side depends on its key
+alone). The price of this stability is balance: each *group*, not each sample, is held out with
+probability ``heldout_fraction``, so with few groups the realised share can be far from the fraction,
+even 0 or 1. ``stats()["split"]`` reports the realised share, the groups per split and a check that no
+group straddles the splits, and warns when the share is far off. The split is metadata of the store:
+it is computed when reading, never written into a sample, its text or its id.
 """
 
 from __future__ import annotations
@@ -34,8 +53,9 @@ import hashlib
 import json
 import os
 import re
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -44,6 +64,7 @@ from pydantic import ValidationError
 from opsllm import __version__
 from opsllm.errors import StorageError, UsageError
 from opsllm.files import write_bytes_atomic, write_json_atomic
+from opsllm.spec.duration import format_duration, parse_duration
 from opsllm.spec.sample import RCASample
 
 __all__ = [
@@ -51,13 +72,18 @@ __all__ = [
     "MANIFEST",
     "SCHEMA_VERSION",
     "SPLITS",
+    "SPLIT_BY",
     "DatasetStore",
+    "check_split_by",
+    "check_time_block",
     "split_key",
     "split_of",
 ]
 
 FORMAT = "opsllm-dataset"
-SCHEMA_VERSION = 1
+# 2 records the grouping (split_by): an opsllm that reads only 1 would ignore it and compute other splits,
+# so it must refuse these stores instead.
+SCHEMA_VERSION = 2
 MANIFEST = "manifest.json"
 SHARDS = "shards"
 SPLITS: tuple[str, ...] = ("train", "heldout")
@@ -66,23 +92,70 @@ DEFAULT_SHARD_SIZE = 1000
 UNLABELLED = "unlabelled"
 
 Split = Literal["train", "heldout"]
+SplitBy = Literal["fault-target", "campaign", "time-block", "injection"]
+SPLIT_BY: tuple[str, ...] = ("fault-target", "campaign", "time-block", "injection")
+DEFAULT_SPLIT_BY: SplitBy = "fault-target"
+LEGACY_SPLIT_BY: SplitBy = "injection"  # manifests written before the grouping was recorded
+DEFAULT_TIME_BLOCK = 3600
+# How far the realised held-out share may drift from the fraction (relative) before stats warn.
+_SHARE_TOLERANCE = 0.5
 _SHARD_NAME = re.compile(r"shard-(\d{5,})\.jsonl")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
-def split_key(sample: RCASample) -> str:
-    """The injection a sample comes from, which decides its split (see the module docstring)."""
+def check_split_by(value: Any) -> SplitBy:
+    """``value`` if it names a grouping, else a :class:`UsageError` listing them."""
+    if value not in SPLIT_BY:
+        raise UsageError(f"split_by {value!r} is not a grouping; use one of {', '.join(SPLIT_BY)} "
+                         f"(default {DEFAULT_SPLIT_BY})")
+    return value
+
+
+def check_time_block(value: Any) -> int:
+    """Seconds of a time block, from a whole number of seconds or a duration such as ``"1h"``."""
+    try:
+        seconds = parse_duration(value) if isinstance(value, str) else value
+    except ValueError as exc:
+        raise UsageError(f"time block: {exc}") from exc
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds < 1 or seconds % 1:
+        raise UsageError(f"time block {value!r} is not a whole number of seconds of at least 1s; pass e.g. "
+                         "'1h', '30m' or 3600")
+    return int(seconds)
+
+
+def _injection_key(sample: RCASample) -> str:
     prov = sample.provenance
     if prov.injection:
         return f"{prov.campaign}/{prov.injection}" if prov.campaign else prov.injection
     return sample.id
 
 
-def split_of(sample: RCASample, heldout_fraction: float = DEFAULT_HELDOUT) -> Split:
-    """``heldout`` or ``train``: deterministic in the sample's injection key and the fraction."""
-    digest = hashlib.sha256(split_key(sample).encode("utf-8")).digest()
+def split_key(sample: RCASample, split_by: SplitBy = DEFAULT_SPLIT_BY, *,
+              time_block: int = DEFAULT_TIME_BLOCK) -> str:
+    """The group a sample belongs to under ``split_by``, which decides its split (see the module docstring)."""
+    check_split_by(split_by)
+    label = sample.label
+    if split_by == "fault-target" and label is not None:
+        return f"{label.fault_type}/{label.component}"
+    if split_by == "campaign" and sample.provenance.campaign:
+        return sample.provenance.campaign
+    if split_by == "time-block" and label is not None:
+        start = label.start if label.start.tzinfo else label.start.replace(tzinfo=UTC)
+        block = int(start.timestamp() // time_block) * time_block
+        return "time:" + datetime.fromtimestamp(block, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return _injection_key(sample)
+
+
+def _side(key: str, heldout_fraction: float) -> Split:
+    digest = hashlib.sha256(key.encode("utf-8")).digest()
     position = int.from_bytes(digest[:8], "big") / 2**64
     return "heldout" if position < heldout_fraction else "train"
+
+
+def split_of(sample: RCASample, heldout_fraction: float = DEFAULT_HELDOUT, *,
+             split_by: SplitBy = DEFAULT_SPLIT_BY, time_block: int = DEFAULT_TIME_BLOCK) -> Split:
+    """``heldout`` or ``train``: deterministic in the sample's group key and the fraction."""
+    return _side(split_key(sample, split_by, time_block=time_block), heldout_fraction)
 
 
 def _check_fraction(value: Any) -> float:
@@ -111,13 +184,18 @@ class DatasetStore:
 
     @classmethod
     def create(cls, path: str | os.PathLike[str], *, name: str, heldout_fraction: float = DEFAULT_HELDOUT,
+               split_by: SplitBy = DEFAULT_SPLIT_BY, time_block: int | str = DEFAULT_TIME_BLOCK,
                shard_size: int = DEFAULT_SHARD_SIZE) -> DatasetStore:
-        """Make a new, empty dataset at ``path`` (a missing or empty folder)."""
+        """Make a new, empty dataset at ``path`` (a missing or empty folder), grouped for its splits by
+        ``split_by``; ``time_block`` (seconds or a duration such as ``"1h"``) counts only for ``time-block``."""
         root = Path(path)
         if not _NAME.fullmatch(name or ""):
             raise UsageError(f"dataset name {name!r} is not valid: use letters, digits, '.', '_' and '-', "
                              "starting with a letter or digit")
         fraction = _check_fraction(heldout_fraction)
+        grouping: dict[str, Any] = {"split_by": check_split_by(split_by)}
+        if split_by == "time-block":
+            grouping["time_block_seconds"] = check_time_block(time_block)
         if (root / MANIFEST).exists():
             raise UsageError(f"{root} is already a dataset; open it with DatasetStore.open, or choose another "
                              "folder")
@@ -130,6 +208,7 @@ class DatasetStore:
             "name": name,
             "created_by": f"opsllm {__version__}",
             "heldout_fraction": fraction,
+            **grouping,
             "samples": 0,
             "shards": [],
         }
@@ -157,17 +236,31 @@ class DatasetStore:
 
     @classmethod
     def open_or_create(cls, path: str | os.PathLike[str], *, name: str,
-                       heldout_fraction: float = DEFAULT_HELDOUT,
+                       heldout_fraction: float = DEFAULT_HELDOUT, split_by: SplitBy | None = None,
+                       time_block: int | str | None = None,
                        shard_size: int = DEFAULT_SHARD_SIZE) -> DatasetStore:
         """Open the dataset at ``path`` to resume it, or create it. An existing dataset must have the same
-        heldout fraction, since changing it would move samples between splits."""
+        heldout fraction and grouping, since changing either would move samples between splits.
+        ``split_by`` and ``time_block`` left None mean: the existing dataset's, or the defaults for a new one."""
+        if split_by is not None:
+            check_split_by(split_by)
+        block = None if time_block is None else check_time_block(time_block)
         if (Path(path) / MANIFEST).exists():
             store = cls.open(path, shard_size=shard_size)
             if store.heldout_fraction != _check_fraction(heldout_fraction):
                 raise UsageError(f"{path} was created with heldout fraction {store.heldout_fraction}, not "
                                  f"{heldout_fraction}; keep the fraction, or build a new dataset")
+            if split_by is not None and split_by != store.split_by:
+                raise UsageError(f"{path} was created with split_by {store.split_by!r}, not {split_by!r}: "
+                                 "another grouping would move samples between train and heldout; pass "
+                                 f"split_by {store.split_by!r} (or leave it unset), or build a new dataset")
+            if block is not None and store.split_by == "time-block" and block != store.time_block:
+                raise UsageError(f"{path} was created with time block {format_duration(store.time_block)}, "
+                                 f"not {format_duration(block)}; keep the time block, or build a new dataset")
             return store
-        return cls.create(path, name=name, heldout_fraction=heldout_fraction, shard_size=shard_size)
+        return cls.create(path, name=name, heldout_fraction=heldout_fraction,
+                          split_by=split_by or DEFAULT_SPLIT_BY,
+                          time_block=DEFAULT_TIME_BLOCK if block is None else block, shard_size=shard_size)
 
     @staticmethod
     def _check_manifest(manifest: Any, where: Path) -> None:
@@ -186,6 +279,13 @@ class DatasetStore:
         for key, kind in (("name", str), ("samples", int), ("shards", list), ("heldout_fraction", float | int)):
             if not isinstance(manifest.get(key), kind):
                 raise bad(f"'{key}' is missing or has the wrong type")
+        split_by = manifest.get("split_by", LEGACY_SPLIT_BY)
+        if split_by not in SPLIT_BY:
+            raise bad(f"'split_by' {split_by!r} is not one of {', '.join(SPLIT_BY)}")
+        block = manifest.get("time_block_seconds")
+        if split_by == "time-block" and (isinstance(block, bool) or not isinstance(block, int) or block < 1):
+            raise bad("'time_block_seconds' (a whole number of seconds, at least 1) is needed with split_by "
+                      "'time-block'")
         for shard in manifest["shards"]:
             if not isinstance(shard, dict) or not {"file", "count", "sha256", "bytes"} <= set(shard):
                 raise bad("each shard needs file, count, sha256 and bytes")
@@ -211,8 +311,22 @@ class DatasetStore:
         """Samples written (buffered ones are not counted until flushed)."""
         return int(self._manifest["samples"])
 
+    @property
+    def split_by(self) -> SplitBy:
+        """The grouping of the splits; ``injection`` for a store made before the grouping was recorded."""
+        return self._manifest.get("split_by", LEGACY_SPLIT_BY)
+
+    @property
+    def time_block(self) -> int:
+        """Seconds of a time block (meaningful with ``split_by == "time-block"`` only)."""
+        return int(self._manifest.get("time_block_seconds", DEFAULT_TIME_BLOCK))
+
+    def split_key(self, sample: RCASample) -> str:
+        """The group ``sample`` belongs to in this store."""
+        return split_key(sample, self.split_by, time_block=self.time_block)
+
     def split_of(self, sample: RCASample) -> Split:
-        return split_of(sample, self.heldout_fraction)
+        return _side(self.split_key(sample), self.heldout_fraction)
 
     def orphans(self) -> list[Path]:
         """Shard files the manifest does not list (left by a crash before the manifest was written)."""
@@ -336,6 +450,8 @@ class DatasetStore:
         by: dict[str, Counter[str]] = {k: Counter() for k in
                                        ("fault_type", "kind", "level", "component", "split", "source")}
         by["split"].update(dict.fromkeys(SPLITS, 0))
+        groups: dict[str, set[str]] = defaultdict(set)
+        pairs: dict[str, set[str]] = defaultdict(set)
         for sample in self._iter_shards():
             n += 1
             raw += sample.provenance.raw_bytes
@@ -345,8 +461,12 @@ class DatasetStore:
             by["kind"][label.kind if label else UNLABELLED] += 1
             by["level"][label.level if label else UNLABELLED] += 1
             by["component"][label.component if label else UNLABELLED] += 1
-            by["split"][self.split_of(sample)] += 1
+            side = self.split_of(sample)
+            by["split"][side] += 1
             by["source"][sample.provenance.source] += 1
+            groups[self.split_key(sample)].add(side)
+            if label is not None:
+                pairs[split_key(sample, "fault-target")].add(side)
         return {
             "name": self.name,
             "samples": n,
@@ -357,4 +477,37 @@ class DatasetStore:
             "fused_bytes_mean": fused / n if n else 0.0,
             "compression_ratio": 1 - fused / raw if raw else None,
             **{f"by_{key}": dict(sorted(counter.items())) for key, counter in by.items()},
+            "split": self._split_stats(n, by["split"], groups, pairs),
+        }
+
+    def _split_stats(self, n: int, samples: Counter[str], groups: dict[str, set[str]],
+                     pairs: dict[str, set[str]]) -> dict[str, Any]:
+        # The straddle counts re-derive each group's sides from the samples, so a split that ever stopped
+        # being a function of the group key shows here instead of silently leaking.
+        straddling = sorted(key for key, sides in groups.items() if len(sides) > 1)
+        per_split = {side: sum(sides == {side} for sides in groups.values()) for side in SPLITS}
+        share = samples["heldout"] / n if n else None
+        mixed_pairs = sum(len(sides) > 1 for sides in pairs.values())
+        warnings = []
+        if straddling:
+            warnings.append(f"{len(straddling)} group(s) straddle train and heldout (e.g. {straddling[0]!r}): "
+                            "the split is not grouped; rebuild the dataset")
+        if share is not None and self.heldout_fraction > 0 and abs(share - self.heldout_fraction) > \
+                _SHARE_TOLERANCE * self.heldout_fraction:
+            warnings.append(f"realised held-out share {share:.1%} is far from heldout_fraction "
+                            f"{self.heldout_fraction:g}: each of the {len(groups)} group(s) is held out whole; "
+                            "more groups (fault types, targets, campaigns) or another split_by even it out")
+        if self.split_by == "injection" and mixed_pairs:
+            warnings.append(f"{mixed_pairs} (fault type, target) pair(s) are in both splits, so heldout holds "
+                            "near-duplicates of train samples; build with split_by 'fault-target' for unseen "
+                            "pairs")
+        return {
+            "split_by": self.split_by,
+            "time_block_seconds": self.time_block if self.split_by == "time-block" else None,
+            "groups": len(groups),
+            "groups_by_split": per_split,
+            "heldout_share": share,
+            "straddling_groups": len(straddling),
+            "straddling_fault_targets": mixed_pairs,
+            "warnings": warnings,
         }
