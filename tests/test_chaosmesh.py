@@ -14,7 +14,7 @@ from opsllm.lab.planner import plan
 from opsllm.spec.campaign import load_campaign, parse_campaign
 from opsllm.spec.chaosmesh import NODE_LABEL, chaos_name, load_schemas, render, to_yaml, validate
 from opsllm.spec.duration import parse_duration
-from opsllm.spec.faults import FAULT_MODELS
+from opsllm.spec.faults import CHAOS_MESH_KINDS
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "campaigns"
 DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -38,7 +38,7 @@ def _campaign(*faults, **spec):
 
 
 def test_crd_bundle_has_every_kind(crds):
-    assert set(FAULT_MODELS) <= set(load_schemas(crds))
+    assert set(CHAOS_MESH_KINDS) <= set(load_schemas(crds))
 
 
 def test_every_planned_object_validates(planned, crds):

@@ -305,7 +305,7 @@ def test_mining_text_of_the_twins_log_formats(smoke):
     assert mining_text(locust).startswith("locust.user.task: GET /: HTTPError(")
     java = smoke["jvm-exception"][0].logs
     thrown = java[(java.component == "adservice") & (java.level == "error")].message.iloc[0]
-    assert mining_text(thrown).endswith("java.io.IOException: injected by chaos")
+    assert mining_text(thrown).endswith("java.io.IOException: Failed to read ads data: Connection reset by peer")
     assert "extendedStackTrace" not in mining_text(thrown)
 
 

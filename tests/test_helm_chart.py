@@ -48,6 +48,7 @@ FULL_VALUES: dict[str, Any] = {
     "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "ops", "effect": "NoSchedule"}],
     "metrics": {"enabled": True, "port": 9100, "serviceMonitor": True},
     "boutique": {"enabled": True},
+    "alerts": {"configMap": True, "prometheusRule": True},
     "createNamespaces": True,
 }
 
@@ -155,6 +156,31 @@ def test_full_values_render_every_part(helm: str, tmp_path: Path) -> None:
     assert service["spec"]["ports"][0]["port"] == 9100
 
 
+def test_the_chart_ships_the_slo_rules_of_opsllm_lab_alerts(helm: str, tmp_path: Path) -> None:
+    import shutil
+    import subprocess
+
+    from opsllm.lab.alerts import rule_file, rule_groups
+
+    full = _render(helm, tmp_path, FULL_VALUES)
+    (rule,) = _of(full, "PrometheusRule")
+    assert rule["spec"] == rule_groups(namespace="lab-a")  # the first lab namespace runs OnlineBoutique
+    (files,) = [d for d in _of(full, "ConfigMap") if "rules.yaml" in d.get("data", {})]
+    assert yaml.safe_load(files["data"]["rules.yaml"]) == rule_groups(namespace="lab-a")
+    default = _render(helm, tmp_path, None)
+    assert not _of(default, "PrometheusRule")
+    (files,) = [d for d in _of(default, "ConfigMap") if "rules.yaml" in d.get("data", {})]
+    assert files["data"]["rules.yaml"] == rule_file(namespace="online-boutique")
+    off = _render(helm, tmp_path, {"alerts": {"configMap": False}})
+    assert not [d for d in _of(off, "ConfigMap") if "rules.yaml" in d.get("data", {})]
+    promtool = shutil.which("promtool")
+    if promtool is not None:  # Prometheus' own checker on the file as a cluster's Prometheus would load it
+        path = tmp_path / "rules.yaml"
+        path.write_text(files["data"]["rules.yaml"])
+        done = subprocess.run([promtool, "check", "rules", str(path)], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stdout + done.stderr
+
+
 def test_rendered_settings_are_what_the_operator_reads(helm: str, tmp_path: Path) -> None:
     docs = _render(helm, tmp_path, FULL_VALUES)
     text = next(d for d in _of(docs, "ConfigMap") if "operator.yaml" in d.get("data", {}))["data"]["operator.yaml"]
@@ -164,7 +190,7 @@ def test_rendered_settings_are_what_the_operator_reads(helm: str, tmp_path: Path
     assert settings == expected
 
     docs = _render(helm, tmp_path, {"metrics": {"enabled": False}})
-    text = _of(docs, "ConfigMap")[0]["data"]["operator.yaml"]
+    text = next(d for d in _of(docs, "ConfigMap") if "operator.yaml" in d.get("data", {}))["data"]["operator.yaml"]
     (tmp_path / "operator.yaml").write_text(text)
     assert load_settings(tmp_path / "operator.yaml").metricsPort == 0
     assert not [d for d in _of(docs, "Service") if d["metadata"]["name"].endswith("-metrics")]

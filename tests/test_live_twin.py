@@ -97,7 +97,10 @@ def test_series_keep_the_shape_of_one_simulation(chunked, whole):
     for metric in ("cpu_usage_cores", "memory_working_set_bytes", "latency_p50_ms", "node_cpu_utilisation"):
         got = chunked["metrics"][chunked["metrics"]["metric"].astype(str) == metric]["value"]
         ref = whole["metrics"][whole["metrics"]["metric"].astype(str) == metric]["value"]
-        assert abs(np.nanmedian(got) / np.nanmedian(ref) - 1) < 0.25, metric
+        # A quantile's median sits on a histogram bucket edge: two runs may differ by one bucket (a factor
+        # of 2^(1/3), 26%), the histogram's own resolution.
+        tolerance = 0.27 if metric.startswith("latency") else 0.25
+        assert abs(np.nanmedian(got) / np.nanmedian(ref) - 1) < tolerance, metric
     per_second = lambda spans: spans.groupby(spans["start"].dt.floor("10s"))["trace_id"].nunique()  # noqa: E731
     assert abs(per_second(chunked["spans"]).mean() / per_second(whole["spans"]).mean() - 1) < 0.3
 
@@ -189,6 +192,10 @@ def test_nothing_new_and_bad_settings():
 
 def test_traces_held_back_see_a_fault_removed_after_their_request_began():
     planned = _fault("NetworkChaos", "delay", "currencyservice", 20.3, 50.3)
+    # A delay fixed here, not drawn from the difficulty's range: requests begun before the removal must take
+    # long enough for their later calls to start after it.
+    planned = planned.model_copy(update={"params": {**planned.params, "delay": {"latency": "500ms",
+                                                                                 "jitter": "50ms"}}})
     removed = planned.model_copy(update={"fault_end": T0 + timedelta(seconds=24.3)})
     latency_us = float(planned.params["delay"]["latency"].removesuffix("ms")) * 1000
 

@@ -245,6 +245,16 @@ SIGNATURES = {
                       lambda r: _server_errors(r, "adservice", "UNKNOWN"), 3),
     "jvm-latency": ("JVMChaos", "latency", "service", {"service": "adservice"},
                     lambda r: _client_ms(r, "adservice", True) / _client_ms(r, "adservice", False), 5),
+    "app-exception": ("AppFault", "exception", "service", {"service": "paymentservice"},
+                      lambda r: _server_errors(r, "paymentservice", "UNKNOWN"), 3),
+    # a wrong value: no error at productcatalogservice itself; its callers' checks fail
+    "app-return": ("AppFault", "return", "service", {"service": "productcatalogservice"},
+                   lambda r: _server_errors(r, "recommendationservice", "UNKNOWN")
+                   + _server_errors(r, "checkoutservice", "INTERNAL")
+                   - 100 * _server_errors(r, "productcatalogservice", "UNKNOWN"), 3),
+    "cpu-consumed": ("AppFault", "cpu-consumed", "service", {"service": "currencyservice"},
+                     lambda r: ratio(r.metric("cpu_usage_cores", True, component="currencyservice"),
+                                     r.metric("cpu_usage_cores", False, component="currencyservice")), 3),
     "node-cpu-pressure": ("PhysicalMachineChaos", "stress-cpu", "node", {"node": "lab-node-1"},
                           lambda r: r.metric("node_cpu_utilisation", True, component="lab-node-1").mean(), 0.8),
     "node-memory-pressure": ("PhysicalMachineChaos", "stress-mem", "node", {"node": "lab-node-3"},

@@ -70,6 +70,14 @@ def collect_window(spec: CollectorsSpec, start: datetime, end: datetime, out: st
     """Collect [start, end) and write it as a raw window folder at ``out``."""
     results, partial = collect(spec, start, end, topology=topology)
     topo = topology or Topology(namespace=spec.namespace)
+    alert, alert_problem = None, None
+    if spec.alerts is not None:
+        from opsllm.collectors.alerts import collect_alert
+        try:
+            alert = collect_alert(spec.alerts, start, end)
+        except CollectorError as exc:
+            # `partial` names metrics, logs and spans only: an unreachable alert backend is recorded here
+            alert_problem = f"{spec.alerts.source} gave no alerts: {exc}"
     step = resolution_s or (spec.prometheus.step if spec.prometheus else 1.0)
 
     def table(modality: str):
@@ -78,5 +86,7 @@ def collect_window(spec: CollectorsSpec, start: datetime, end: datetime, out: st
 
     meta = {"start": start, "end": end, "system": SYSTEM_NAME, "topology": topo.to_dict(),
             "resolution_s": step, "source": "collectors", "partial": [p.model_dump() for p in partial],
-            "extra": {"requests": {m: r.requests for m, r in results.items()}}}
+            "alert": alert, "extra": {"requests": {m: r.requests for m, r in results.items()}}}
+    if alert_problem is not None:
+        meta["extra"]["alerts_unavailable"] = alert_problem
     return write_window(out, meta, table("metrics"), table("logs"), table("spans"))

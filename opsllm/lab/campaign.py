@@ -6,7 +6,7 @@ Output folder::
       campaign.yaml           the campaign as run (a rerun must match it)
       plan.json               every planned injection, in order
       status.json             progress: phase, done, total (rewritten after each injection)
-      injections/NNNN-type-component/
+      injections/NNNN-type-component/   (NNNN alone with twin.shape real: ids name nothing of the fault)
         window/               the raw telemetry window (docs/window-format.md)
         label.json            ground truth: component, level, fault type, start, end, params
         chaos.yaml            the Chaos Mesh object a cluster run applies for this injection
@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,9 +30,11 @@ import yaml
 
 from opsllm.errors import StorageError
 from opsllm.files import atomic_dir, dumps_json, write_json_atomic, write_text_atomic
+from opsllm.lab.alerts import DEFAULT_MIN_BASELINE_S, alert_for_window
 from opsllm.lab.planner import plan
+from opsllm.lab.shape import shape_window
 from opsllm.lab.twin import Twin
-from opsllm.spec.campaign import InjectionCampaign
+from opsllm.spec.campaign import InjectionCampaign, RealShapeSpec
 from opsllm.spec.chaosmesh import render, to_yaml, validate
 from opsllm.spec.injection import PlannedInjection
 from opsllm.window import write_window
@@ -48,10 +50,19 @@ class CampaignResult:
     skipped: list[str]
 
 
+def _lab_shape_unwritten(spec: dict) -> dict:
+    # The lab shape ignores the real shape's settings, and outputs written before the option existed must
+    # keep their digest and bytes: a lab-shaped campaign is dumped as if the two fields did not exist.
+    twin = spec.get("twin", {})
+    if twin.get("shape", "lab") == "lab":
+        spec["twin"] = {k: v for k, v in twin.items() if k not in ("shape", "real")}
+    return spec
+
+
 def campaign_digest(campaign: InjectionCampaign) -> str:
     """Identity of what a campaign produces (metadata labels and status do not change it)."""
     # suspend and abort steer a cluster run; they change nothing that is produced.
-    spec = campaign.spec.model_dump(mode="json", exclude={"suspend", "abort"})
+    spec = _lab_shape_unwritten(campaign.spec.model_dump(mode="json", exclude={"suspend", "abort"}))
     body = dumps_json({"name": campaign.metadata.name, "spec": spec})
     return hashlib.sha256(body.encode()).hexdigest()
 
@@ -66,6 +77,7 @@ def _prepare(out: Path, campaign: InjectionCampaign) -> None:
                                "one); use another --out, or delete the folder to start over", path=str(out))
     else:
         doc = campaign.model_dump(mode="json", exclude_none=True)
+        doc["spec"] = _lab_shape_unwritten(doc["spec"])
         doc["metadata"].setdefault("annotations", {})["opsllm.dev/digest"] = digest
         write_text_atomic(stored, yaml.safe_dump(doc, sort_keys=False))
     injections = out / INJECTIONS
@@ -74,17 +86,43 @@ def _prepare(out: Path, campaign: InjectionCampaign) -> None:
         shutil.rmtree(stale, ignore_errors=True)
 
 
+def overlapping(inj: PlannedInjection, injections: Sequence[PlannedInjection]) -> list[PlannedInjection]:
+    """The planned faults active at some moment of ``inj``'s window (``inj`` among them), in plan order."""
+    return [o for o in injections if o.fault_start < inj.window_end and o.fault_end > inj.window_start]
+
+
 def write_injection(folder: Path, inj: PlannedInjection, twin: Twin, namespace: str,
-                    crd_path: str | None = None) -> None:
-    """Simulate one injection and write its folder atomically."""
+                    crd_path: str | None = None, *, faults: Sequence[PlannedInjection] | None = None,
+                    shape: RealShapeSpec | None = None) -> None:
+    """Simulate one injection and write its folder atomically.
+
+    ``faults`` are the faults the twin simulates in the window (default: ``inj`` alone); ``shape`` thins
+    the window as a real collection (opsllm.lab.shape). ``label.json`` names ``inj`` only.
+    """
     chaos = render(inj, namespace)
     if crd_path:
         validate(chaos, crd_path)
-    telemetry = twin.simulate(inj.window_start, inj.window_end, [inj], seed=inj.seed)
-    meta = dict(telemetry.meta)
-    meta["extra"] = {**meta["extra"], "campaign": inj.campaign, "injection": inj.id}
+    telemetry = twin.simulate(inj.window_start, inj.window_end, [inj] if faults is None else list(faults),
+                              seed=inj.seed)
+    # The chart's SLO rules on the full-resolution series, as a cluster's Prometheus evaluates them on its
+    # scrapes: the window's alert, or none where the fault never breached an SLO.
+    # A short lab window (4 minutes of baseline) still has a baseline worth the name in its first fifth.
+    seconds = (inj.window_end - inj.window_start).total_seconds()
+    alert = alert_for_window(telemetry.metrics, inj.window_start, inj.window_end,
+                             min_baseline_s=min(DEFAULT_MIN_BASELINE_S, seconds / 5))
+    if shape is None:
+        meta = dict(telemetry.meta)
+        meta["extra"] = {**meta["extra"], "campaign": inj.campaign, "injection": inj.id}
+        tables = (telemetry.metrics, telemetry.logs, telemetry.spans)
+    else:
+        shaped = shape_window(telemetry, shape, seed=inj.seed)
+        # No campaign or injection name: a campaign may be named for its faults, and window.json is read
+        # by fusion.
+        meta = shaped.meta
+        tables = (shaped.metrics, shaped.logs, shaped.spans)
+    meta = {**meta, "alert": alert}
     with atomic_dir(folder) as tmp:
-        write_window(tmp / "window", meta, telemetry.metrics, telemetry.logs, telemetry.spans)
+        write_window(tmp / "window", meta, *tables)
         write_json_atomic(tmp / "label.json", inj.label().model_dump(mode="json"))
         write_text_atomic(tmp / "chaos.yaml", to_yaml(chaos))
 
@@ -102,7 +140,8 @@ def _sample(folder: Path, inj: PlannedInjection):
 
 def run_campaign(campaign: InjectionCampaign, out: str | Path, *, crd_path: str | None = None,
                  limit: int | None = None, fuse: bool = True,
-                 on_progress: Callable[[int, int, PlannedInjection, bool], None] | None = None) -> CampaignResult:
+                 on_progress: Callable[[int, int, PlannedInjection, bool], None] | None = None,
+                 split_by: str | None = None, time_block: str | None = None) -> CampaignResult:
     """Run ``campaign`` on the twin into ``out``, fusing each window into ``out/dataset`` unless ``fuse``
     is false; resumes where a previous run stopped."""
     out = Path(out)
@@ -112,11 +151,13 @@ def run_campaign(campaign: InjectionCampaign, out: str | Path, *, crd_path: str 
     if fuse:
         from opsllm.data.store import DatasetStore
 
-        store = DatasetStore.open_or_create(out / DATASET, name=campaign.metadata.name)
+        store = DatasetStore.open_or_create(out / DATASET, name=campaign.metadata.name, split_by=split_by,
+                                            time_block=time_block)
         fused = store.ids()
     write_json_atomic(out / "plan.json", [i.model_dump(mode="json") for i in injections])
     twin = Twin.from_campaign(campaign.spec)
     namespace = campaign.spec.system.namespace
+    real = campaign.spec.twin.real if campaign.spec.twin.shape == "real" else None
     written: list[str] = []
     skipped: list[str] = []
     todo = injections if limit is None else injections[:limit]
@@ -128,7 +169,11 @@ def run_campaign(campaign: InjectionCampaign, out: str | Path, *, crd_path: str 
         if already:
             skipped.append(inj.id)
         else:
-            write_injection(folder, inj, twin, namespace, crd_path)
+            if real is None:
+                write_injection(folder, inj, twin, namespace, crd_path)
+            else:
+                write_injection(folder, inj, twin, namespace, crd_path, faults=overlapping(inj, injections),
+                                shape=real)
             written.append(inj.id)
             done += 1
         if store is not None and inj.id not in fused:

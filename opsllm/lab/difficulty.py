@@ -5,6 +5,11 @@ compilation spikes one pod's CPU, a flaky liveness probe restarts a pod, the net
 benign anomalies overlap the fault's window and mimic its symptoms (a CPU blip on a caller looks like
 network delay on its callee from the traces), so that ranking by "what moved most" is not enough.
 The planner also draws fault intensities from the difficulty (``opsllm.lab.planner.INTENSITY``).
+
+Difficulty must weaken the fault's own metric signal against healthy variance, not only add distractors:
+otherwise a metrics-only ranker scores the same at every setting and only the project's ranker feels it.
+Hence noise and blip rates rise together with ever weaker drawn faults (``benchmarks/twin_fidelity.py``
+measures the effect with RCAEval's BARO and N-Sigma against their scores on real cases).
 """
 
 from __future__ import annotations
@@ -31,9 +36,9 @@ class Difficulty:
 
 
 DIFFICULTIES: dict[str, Difficulty] = {
-    "easy": Difficulty("easy", 0.15, 0.02, 0.0, (1.0, 1.0), 0.0, 0.0, 0.0, 0.001, 0.0),
-    "mid": Difficulty("mid", 0.30, 0.05, 2.0, (1.5, 2.5), 4.0, 2.0, 0.05, 0.003, 1e-4),
-    "hard": Difficulty("hard", 0.45, 0.10, 4.0, (2.0, 4.0), 10.0, 6.0, 0.25, 0.008, 5e-4),
+    "easy": Difficulty("easy", 0.15, 0.03, 0.0, (1.0, 1.0), 0.0, 0.0, 0.0, 0.001, 0.0),
+    "mid": Difficulty("mid", 0.30, 0.08, 2.0, (1.5, 2.5), 6.0, 3.0, 0.05, 0.003, 1e-4),
+    "hard": Difficulty("hard", 0.45, 0.15, 4.0, (2.0, 4.0), 14.0, 8.0, 0.25, 0.008, 5e-4),
 }
 
 

@@ -85,6 +85,7 @@ def _network(s: State, inj: PlannedInjection, w: slice, pods: list[int], rng: np
                 s.jitter_out[p, w] += jitter
             if inn:
                 s.delay_in[p, w] += latency
+                s.jitter_in[p, w] += jitter
         elif inj.action in ("loss", "corrupt"):
             share = float(prm[inj.action][inj.action]) / 100.0
             if out:
@@ -161,7 +162,8 @@ def _jvm(s: State, inj: PlannedInjection, w: slice, pods: list[int], rng: np.ran
         if inj.action == "latency":
             s.op_lat_ms.setdefault((p, "hipstershop.AdService/GetAds"), np.zeros(s.T))[w] += prm["latency"]
         elif inj.action == "exception":
-            s.rules.append(Rule("exception", p, w.start, w.stop, ops=frozenset({"hipstershop.AdService/GetAds"})))
+            s.rules.append(Rule("exception", p, w.start, w.stop, mode="throw",
+                                ops=frozenset({"hipstershop.AdService/GetAds"})))
         else:
             t = float(w.start)
             while t < w.stop:
@@ -172,6 +174,17 @@ def _jvm(s: State, inj: PlannedInjection, w: slice, pods: list[int], rng: np.ran
                 s.gc_cpu[p, sec] += 0.25 + pause / 1000.0
                 s.events.append((t, p, "gc", "", pause))
                 t += float(rng.uniform(1.0, 3.0))
+
+
+def _app(s: State, inj: PlannedInjection, w: slice, pods: list[int], rng: np.random.Generator) -> None:
+    # The handler's own code: what it costs and what its callers get is the request simulation's part.
+    prm = inj.params
+    for p in pods:
+        if inj.action == "cpu-consumed":
+            s.cpu_mult[p, w] *= float(prm["factor"])
+        else:
+            s.rules.append(Rule("exception", p, w.start, w.stop, prob=float(prm["percent"]) / 100.0,
+                                mode="throw" if inj.action == "exception" else "return"))
 
 
 def _node(s: State, inj: PlannedInjection, w: slice, pods: list[int], rng: np.random.Generator) -> None:
@@ -200,7 +213,7 @@ def _node(s: State, inj: PlannedInjection, w: slice, pods: list[int], rng: np.ra
 MODELS: dict[str, FaultModel] = {
     "PodChaos": _pod_chaos, "StressChaos": _stress, "NetworkChaos": _network, "IOChaos": _io,
     "HTTPChaos": _http, "DNSChaos": _dns, "TimeChaos": _time, "JVMChaos": _jvm,
-    "PhysicalMachineChaos": _node,
+    "PhysicalMachineChaos": _node, "AppFault": _app,
 }
 
 

@@ -598,6 +598,12 @@ def _go_net_desc(detail: str, gocode: str, peer: str, r: int, src_ip: str) -> st
 def _callee_desc(b: _Batch, i: int, peer: str, detail: str, code: str) -> str:
     """What ``peer`` itself put in the status when its own event is not in the batch."""
     r = int(b.r[i])
+    if detail == "exception" and peer in _GO_EXC:
+        return _GO_EXC[peer]
+    if detail == "exception" and peer == "cartservice":
+        return "Exception was thrown by handler."
+    if detail == "internal" and peer in _BAD_REPLY:  # a reply from further down failed its checks
+        return _BAD_REPLY[peer]
     if peer == "cartservice":
         kind = detail if detail in ("misconf", "timeout", "reset", "dns_error") else "connection_refused"
         write = kind == "misconf"
@@ -615,6 +621,14 @@ def _callee_desc(b: _Batch, i: int, peer: str, detail: str, code: str) -> str:
         return f"no product with ID {_PRODUCT_IDS[int(b.u[i] >> np.uint64(7)) % len(_PRODUCTS)]}"
     # A Go server without recovery that fails this way has died under the call.
     return "error reading from server: EOF"
+
+
+# What a service answers when a dependency's reply fails its checks (the reply said OK, its content was wrong).
+_BAD_REPLY = {
+    "checkoutservice": "failed to prepare order: product has no price",
+    "recommendationservice": "Exception calling application: 'NoneType' object is not iterable",
+    "frontend": "could not retrieve products",
+}
 
 
 def _go_rpc_error(b: _Batch, i: int, src_ip: str) -> str:
@@ -913,6 +927,27 @@ def _ship_served(b: _Batch, idx: np.ndarray) -> None:
             continue
         _logrus_plain(b, g, 0, b.ts[g], "info", f"[{name}] received request")
         _logrus_plain(b, g, 1, b.t_at(g, 1.0), "info", f"[{name}] completed request")
+
+
+# What a Go handler's own failure returns (status.Errorf(codes.Unknown, ...)) and logs just before.
+_GO_EXC = {
+    "checkoutservice": "failed to prepare order: runtime error: index out of range [1] with length 1",
+    "shippingservice": 'failed to compute quote: strconv.ParseFloat: parsing "": invalid syntax',
+    "productcatalogservice": "failed to read catalog: unexpected end of JSON input",
+    "frontend": "runtime error: invalid memory address or nil pointer dereference",
+}
+
+
+def _go_served_error(b: _Batch, idx: np.ndarray) -> None:
+    for comp, g in _groups(b.comp[idx].tolist(), idx):
+        text = _GO_EXC.get(str(comp), "runtime error: invalid memory address or nil pointer dereference")
+        for i in g.tolist():
+            if b.trace[i] and b.detail[i] == "exception":
+                b.inner[(b.trace[i], str(comp))] = text
+        exc = g[np.array([b.detail[i] == "exception" for i in g.tolist()], dtype=bool)]
+        if len(exc):
+            msgs = [_goesc(f"[{_method(o)}] request failed: {text}") for o in b.op[exc].tolist()]
+            _logrus_plain(b, exc, 0, b.t_at(exc, 1.0), "error", msgs)
 
 
 def _go_grpc_benign(b: _Batch, idx: np.ndarray) -> None:
@@ -1245,6 +1280,9 @@ def _py_benign(b: _Batch, idx: np.ndarray) -> None:
 # --------------------------------------------------------------------------------------------
 
 _L4J_FQCN = "org.apache.logging.log4j.spi.AbstractLogger"
+# What getAdsByCategory throws when its read fails: the planner's JVMChaos default throws the same, so the
+# log reads as the real failure would, naming nothing of how it was caused.
+AD_READ_FAILURE = ("java.io.IOException", "Failed to read ads data: Connection reset by peer")
 _JAR = "~[hipstershop-0.1.0-SNAPSHOT.jar:?]"
 _GRPC_JAR = "~[grpc-stub-1.62.2.jar:1.62.2]"
 _GETADS_FRAMES = (
@@ -1319,7 +1357,7 @@ def _ad_served_error(b: _Batch, idx: np.ndarray) -> None:
         # An exception escaping getAds reaches grpc's SerializingExecutor, which logs it at SEVERE.
         oom = [b.detail[i] == "oom" for i in g.tolist()]
         thrown = [_thrown("java.lang.OutOfMemoryError", "Java heap space") if o
-                  else _thrown("java.io.IOException", "injected by chaos") for o in oom]
+                  else _thrown(*AD_READ_FAILURE) for o in oom]
         runnable = [f"Exception while executing runnable io.grpc.internal.ServerImpl$JumpToApplicationThread"
                     f"ServerStreamListener$1HalfClosed@{x:08x}" for x in (b.r[g] & np.uint64(0x7FFFFFFF)).tolist()]
         _log4j(b, g, 0, b.t_at(g, 1.0), "ERROR", "io.grpc.internal.SerializingExecutor", runnable, thrown=thrown)
@@ -1499,8 +1537,32 @@ def _cart_served(b: _Batch, idx: np.ndarray) -> None:
     _cart_request_lines(b, g, [_cart_method(o, "") for o in b.op[g].tolist()])
 
 
+def _cart_exception(b: _Batch, idx: np.ndarray) -> None:
+    """The handler threw: Grpc.AspNetCore logs the unhandled exception and answers UNKNOWN."""
+    methods = [_cart_method(o, "") for o in b.op[idx].tolist()]
+    msgs = []
+    for i, meth in zip(idx.tolist(), methods, strict=True):
+        if b.trace[i]:
+            b.inner[(b.trace[i], "cartservice")] = "Exception was thrown by handler."
+        rpc = meth.removesuffix("Async")
+        msgs.append(_cs_entry("fail", "Grpc.AspNetCore.Server.ServerCallHandler", 6,
+                              f"Error when executing service method '{rpc}'.\n"
+                              "System.InvalidOperationException: Sequence contains no elements\n"
+                              "   at System.Linq.ThrowHelper.ThrowNoElementsException()\n"
+                              f"   at cartservice.cartstore.RedisCartStore.{meth}(String userId)\n"
+                              f"   at cartservice.services.CartService.{rpc}(...)"))
+    _cart_request_lines(b, idx, methods)
+    b.emit(idx, 1, b.t_at(idx, 1.0), "error", msgs)
+
+
 def _cart_failure(b: _Batch, idx: np.ndarray) -> None:
     """A request whose redis access failed: the request line, then Grpc.AspNetCore's status log."""
+    thrown = np.array([d == "exception" for d in b.detail[idx].tolist()], dtype=bool)
+    if thrown.any():
+        _cart_exception(b, idx[thrown])
+        idx = idx[~thrown]
+        if len(idx) == 0:
+            return
     methods = [_cart_method(o, d) for o, d in zip(b.op[idx].tolist(), b.detail[idx].tolist(), strict=True)]
     users = b.sessions(idx)
     msgs = []
@@ -1739,7 +1801,8 @@ def _nothing(b: _Batch, idx: np.ndarray) -> None:
 _Renderer = Callable[[_Batch, np.ndarray], None]
 
 _BY_LANGUAGE: dict[str, dict[str, _Renderer]] = {
-    "go": {"startup": _go_startup, "oom": _go_oom, "benign_warning": _go_grpc_benign},
+    "go": {"startup": _go_startup, "oom": _go_oom, "benign_warning": _go_grpc_benign,
+           "served_error": _go_served_error},
     "nodejs": {"startup": _node_startup, "oom": _node_oom, "benign_warning": _node_benign},
     "python": {"startup": _py_startup, "oom": _py_oom, "benign_warning": _py_benign},
     "java": {"startup": _java_startup, "shutdown": _java_shutdown, "oom": _java_oom, "gc": _java_gc,

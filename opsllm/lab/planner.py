@@ -21,10 +21,12 @@ from opsllm.spec.injection import PlannedInjection
 from opsllm.spec.target import ANY
 
 # (easy, mid, hard) ranges: the planner draws uniformly inside the difficulty's range.
+# Ranges are set against what the metrics can show: most pods have a 200m CPU limit, so a stress load
+# past ~20% pins any of them and stays obvious at every setting: mid straddles the limit, hard stays under it.
 INTENSITY: dict[str, tuple[tuple[float, float], ...]] = {
-    "cpu_load": ((90, 100), (60, 90), (30, 60)),
+    "cpu_load": ((60, 100), (10, 30), (3, 12)),
     "mem_mb": ((400, 600), (128, 384), (48, 128)),
-    "delay_ms": ((300, 600), (100, 300), (30, 100)),
+    "delay_ms": ((200, 500), (40, 150), (10, 50)),
     "loss_pct": ((50, 80), (20, 50), (5, 20)),
     "dup_pct": ((50, 80), (20, 50), (10, 30)),
     "corrupt_pct": ((50, 80), (20, 50), (5, 20)),
@@ -37,6 +39,8 @@ INTENSITY: dict[str, tuple[tuple[float, float], ...]] = {
     "node_cpu_load": ((95, 100), (70, 95), (40, 70)),
     "node_mem_pct": ((88, 95), (75, 88), (55, 75)),
     "node_disk_gb": ((35.9, 36.5), (28, 35), (15, 28)),
+    "app_fault_pct": ((60, 100), (30, 70), (5, 25)),
+    "cpu_consumed_x": ((6, 12), (1.5, 3), (1.2, 2)),
 }
 LEVEL_OF_DIFFICULTY = {"easy": 0, "mid": 1, "hard": 2}
 
@@ -90,7 +94,8 @@ def default_params(kind: str, action: str, component: str, topo: Topology,
     if kind == "JVMChaos":
         base = {"class": "hipstershop.AdService", "method": "getAdsByCategory", "port": 9277}
         if action == "exception":
-            return {**base, "exception": 'java.io.IOException("injected by chaos")'}
+            # A realistic failure: the text reaches the service's logs, so it must not name the lab.
+            return {**base, "exception": 'java.io.IOException("Failed to read ads data: Connection reset by peer")'}
         if action == "latency":
             return {**base, "latency": round(d("jvm_latency_ms"))}
         return {"port": 9277}
@@ -101,6 +106,10 @@ def default_params(kind: str, action: str, component: str, topo: Topology,
             return {"stress-mem": {"size": f"{round(d('node_mem_pct'))}%"}}
         return {"disk-fill": {"path": "/var/lib/opsllm-fill", "size": f"{round(d('node_disk_gb') * 1024)}M",
                               "fill-by-fallocate": True}}
+    if kind == "AppFault":
+        if action == "cpu-consumed":
+            return {"factor": round(d("cpu_consumed_x"), 1)}
+        return {"percent": round(d("app_fault_pct"))}
     raise KeyError(kind)
 
 
@@ -141,7 +150,11 @@ def plan(campaign: InjectionCampaign) -> list[PlannedInjection]:
 
     order = rng.permutation(len(entries))
     injections: list[PlannedInjection] = []
-    cursor = spec.twin.startTime
+    real = spec.twin.shape == "real"
+    lead = timedelta(seconds=spec.twin.real.lead)
+    # Lab: the cursor is the start of the next baseline. Real: it is the next fault's start, and the first
+    # window begins at the campaign's start.
+    cursor = spec.twin.startTime + (lead if real else timedelta(0))
     for index, k in enumerate(order):
         fi, repeat, fault, component, level, pods, node = entries[k]
         prng = np.random.default_rng(np.random.SeedSequence([spec.seed, 0x5EED, int(index)]))
@@ -151,20 +164,33 @@ def plan(campaign: InjectionCampaign) -> list[PlannedInjection]:
             latency_ms = parse_duration(params["delay"]["latency"]) * 1000
             params["delay"]["jitter"] = f"{max(1, round(latency_ms / 10))}ms"
         duration = fault.duration or spec.timing.faultDuration
-        fault_start = cursor + timedelta(seconds=spec.timing.baseline)
-        fault_end = fault_start + timedelta(seconds=duration)
-        window = spec.timing.collectionWindow or spec.timing.baseline + duration + spec.timing.cooldown
         ftype = fault_type(fault.kind, fault.action).name
-        window_end = cursor + timedelta(seconds=window)
+        if real:
+            fault_start = cursor
+            window_start = fault_start - lead
+            window_end = fault_start + timedelta(seconds=spec.twin.real.tail)
+            # Ids name nothing of the fault: the folder and the sample id reach fusion's side of the wall.
+            ident = f"{index:04d}"
+        else:
+            window_start = cursor
+            fault_start = cursor + timedelta(seconds=spec.timing.baseline)
+            window = spec.timing.collectionWindow or spec.timing.baseline + duration + spec.timing.cooldown
+            window_end = cursor + timedelta(seconds=window)
+            ident = f"{index:04d}-{ftype}-{component}"
+        fault_end = fault_start + timedelta(seconds=duration)
         injections.append(PlannedInjection(
-            index=index, id=f"{index:04d}-{ftype}-{component}", campaign=campaign.metadata.name,
+            index=index, id=ident, campaign=campaign.metadata.name,
             fault_index=fi, repeat=repeat, kind=fault.kind, action=fault.action, fault_type=ftype,
             level=level, component=component, pods=pods, node=node,
             mode=fault.mode or ("one" if level == "pod" else "all"), value=fault.value, params=params,
-            duration=duration, window_start=cursor, fault_start=fault_start, fault_end=fault_end,
+            duration=duration, window_start=window_start, fault_start=fault_start, fault_end=fault_end,
             window_end=window_end,
             seed=int(np.random.SeedSequence([spec.seed, int(index)]).generate_state(1, np.uint64)[0] >> 1),
         ))
-        # The next baseline starts after both this window and the cooldown: no window holds two faults.
-        cursor = max(window_end, fault_end + timedelta(seconds=spec.timing.cooldown))
+        if real:
+            # Back to back, as a live collection runs them: windows overlap and hold the earlier faults.
+            cursor = fault_end + timedelta(seconds=spec.timing.cooldown)
+        else:
+            # The next baseline starts after both this window and the cooldown: no window holds two faults.
+            cursor = max(window_end, fault_end + timedelta(seconds=spec.timing.cooldown))
     return injections

@@ -28,9 +28,10 @@ class Rule:
     t0: int
     t1: int
     peers: frozenset[str] | None = None  # dns: callees hit; partition: other side (None = everyone)
-    mode: str = ""                       # dns: error|random; http: abort|delay|replace; write_error: eio|enospc
+    mode: str = ""                       # dns: error|random; http: abort|delay|replace; write_error: eio|enospc;
+    #                                      exception: throw (an error status) | return (a wrong value, status OK)
     prob: float = 1.0
-    ops: frozenset[str] | None = None    # exception: operations that throw
+    ops: frozenset[str] | None = None    # exception: operations hit (None = every operation the pod serves)
     delay_s: float = 0.0
     code: str = ""
 
@@ -44,12 +45,14 @@ class State:
     stress_cpu: np.ndarray = field(init=False)   # cores burnt by stressors inside the pod's cgroup
     mem_extra: np.ndarray = field(init=False)    # bytes held by memory stressors
     gc_cpu: np.ndarray = field(init=False)       # cores spent in forced garbage collection
+    cpu_mult: np.ndarray = field(init=False)     # CPU time per served call, as a multiple of the normal one
     lat_add_ms: np.ndarray = field(init=False)   # server time added to every call the pod serves
     op_lat_ms: dict[tuple[int, str], np.ndarray] = field(init=False)  # added to one operation
     lat_mult: np.ndarray = field(init=False)     # server time multiplier (contention outside the cgroup)
     delay_out: np.ndarray = field(init=False)    # ms added to packets the pod sends
     jitter_out: np.ndarray = field(init=False)
     delay_in: np.ndarray = field(init=False)     # ms added to packets the pod receives
+    jitter_in: np.ndarray = field(init=False)
     loss_out: np.ndarray = field(init=False)     # probability a sent packet is lost (or corrupted)
     loss_in: np.ndarray = field(init=False)
     dup_out: np.ndarray = field(init=False)
@@ -70,9 +73,9 @@ class State:
         zeros = lambda n: np.zeros((n, T))  # noqa: E731
         self.up = np.ones((P, T), dtype=bool)
         self.stress_cpu, self.mem_extra, self.gc_cpu = zeros(P), zeros(P), zeros(P)
-        self.lat_add_ms, self.lat_mult = zeros(P), np.ones((P, T))
+        self.lat_add_ms, self.lat_mult, self.cpu_mult = zeros(P), np.ones((P, T)), np.ones((P, T))
         self.op_lat_ms = {}
-        self.delay_out, self.jitter_out, self.delay_in = zeros(P), zeros(P), zeros(P)
+        self.delay_out, self.jitter_out, self.delay_in, self.jitter_in = zeros(P), zeros(P), zeros(P), zeros(P)
         self.loss_out, self.loss_in, self.dup_out = zeros(P), zeros(P), zeros(P)
         self.bw_out_bps = np.full((P, T), np.inf)
         self.isolated = np.zeros((P, T), dtype=bool)

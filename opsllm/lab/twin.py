@@ -39,7 +39,15 @@ DEADLINE_MS = 3000.0         # client deadline of a call that cannot be delivere
 BASE_HOP_MS = 0.15           # one-way latency inside the cluster network
 MSS = 1448                   # bytes of payload per TCP segment
 MIN_RTO_MS = 200.0           # Linux's minimum retransmission timeout
-LATENCY_BUCKETS_MS = np.array([1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, np.inf])
+# Server latency histograms with fine buckets, as exponential histograms keep them (three buckets per
+# doubling, 0.25 ms to 16 s). Prometheus' ten default buckets would pin a quiet p99 to one edge with no spread
+# at all, and any rise past it would look infinitely anomalous.
+LATENCY_BUCKETS_MS = np.append(0.25 * 2.0 ** (np.arange(49) / 3), np.inf)
+# What throwing costs the thrower per call (ms of CPU spent building, formatting and logging the stack trace):
+# a JVM fills in a deep stack and log4j serialises it; a Go error is a value.
+EXCEPTION_MS = {"go": 0.3, "nodejs": 1.5, "python": 2.5, "csharp": 3.0, "java": 4.0}
+# Attempts a caller makes again after its callee threw (the lab's clients retry UNKNOWN with a short backoff).
+EXCEPTION_RETRIES = 2
 IDLE_CPU = {"go": 0.002, "nodejs": 0.004, "python": 0.005, "csharp": 0.006, "java": 0.012,
             "redis": 0.002}
 BASE_MEM_SHARE = {  # working set at rest, as a share of the memory limit
@@ -96,6 +104,29 @@ def _hex_column(*words: np.ndarray) -> pa.Array:
     offsets = np.zeros(n + 1, dtype=np.int32)
     np.cumsum(present * width, out=offsets[1:])
     return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(digits))
+
+
+def histogram_quantile(cum: np.ndarray, q: float) -> np.ndarray:
+    """Prometheus' ``histogram_quantile`` of each row of ``cum``, integer counts cumulative over
+    ``LATENCY_BUCKETS_MS`` (rows x buckets): linear inside the bucket, NaN for an empty row, the highest finite
+    bound when the rank falls in +Inf."""
+    rows, buckets = cum.shape
+    total = cum[:, -1]
+    rank = q * total
+    # The bucket is the first whose count reaches the rank (for integer counts: reaches ceil(rank)). One
+    # searchsorted finds it for every row at once, each row lifted above the one before; an argmax over a
+    # rows x buckets boolean costs several times as much.
+    lift = np.arange(rows, dtype=np.int64) * (int(total.max(initial=0)) + 1)
+    row = np.arange(rows)
+    b = np.searchsorted((cum + lift[:, None]).ravel(), np.ceil(rank).astype(np.int64) + lift, side="left")
+    b = np.minimum(b - row * buckets, buckets - 1)
+    upper = LATENCY_BUCKETS_MS[b]
+    lower = np.where(b > 0, LATENCY_BUCKETS_MS[np.maximum(b - 1, 0)], 0.0)
+    c_hi = cum[row, b]
+    c_lo = np.where(b > 0, cum[row, np.maximum(b - 1, 0)], 0)
+    frac = np.where(c_hi > c_lo, (rank - c_lo) / np.maximum(c_hi - c_lo, 1e-12), 1.0)
+    val = np.where(np.isinf(upper), LATENCY_BUCKETS_MS[-2], lower + (upper - lower) * frac)
+    return np.where(total > 0, val, np.nan)
 
 
 class SlowDraws:
@@ -228,7 +259,7 @@ class Twin:
         idle = np.array([IDLE_CPU.get(self.topo.components[c].language, 0.003)
                          for c in self._comp_of_pod])[:, None]
         per_call = np.array([self._cpu_ms_per_call.get(c, 0.0) / 1000 for c in self._comp_of_pod])[:, None]
-        app = idle + rate_est * per_call + s.gc_cpu
+        app = idle + rate_est * per_call * s.cpu_mult + s.gc_cpu
         total = app + s.stress_cpu
         util = np.minimum(total / limits, 0.95)
         queue = 1.0 / (1.0 - util)
@@ -299,7 +330,7 @@ class Twin:
         """One-way delivery time (ms) of a message and whether it never arrived."""
         n = src.size
         delay = BASE_HOP_MS + s.delay_out[src, sec] + s.delay_in[dst, sec]
-        jitter = s.jitter_out[src, sec]
+        jitter = s.jitter_out[src, sec] + s.jitter_in[dst, sec]
         if jitter.any():
             delay = delay + np.abs(rng.normal(0, 1, n)) * jitter
         loss = 1 - (1 - s.loss_out[src, sec]) * (1 - s.loss_in[dst, sec])
@@ -396,6 +427,9 @@ class Twin:
             thr = ctx.throttle[rp, rs]
             if thr.any():
                 own += thr * rng.exponential(1.0, m)
+            burn = s.cpu_mult[rp, rs] - 1.0
+            if burn.any():  # an inefficient code path: the extra CPU time is spent inside the call, queued
+                own += op.cpu_ms * burn * ctx.queue[rp, rs]
             for (lp, lop), extra in s.op_lat_ms.items():
                 if lop == call.operation:
                     own += np.where(rp == lp, extra[rs], 0.0)
@@ -413,6 +447,14 @@ class Twin:
                     c_el, c_ok, c_code, c_det = self._call(ctx, child, rp[idx], cursor[idx],
                                                            trace[reach[idx]], server_id[reach[idx]])
                     cursor[idx] += c_el * 1000 + 50
+                    c_el, c_ok, c_code, c_det = self._after_reply(ctx, call, child, op.cpu_ms, idx, rp, rs,
+                                                                  cursor, trace[reach], server_id[reach],
+                                                                  c_el, c_ok, c_code, c_det)
+                    invalid = idx[c_ok & (c_det == V.detail("invalid_reply"))]
+                    if invalid.size and child.fatal:  # the reply fails the handler's checks: it gives up
+                        alive[invalid] = False
+                        s_code[invalid] = failed_code
+                        s_detail[invalid] = V.detail("internal")
                     bad = idx[~c_ok]
                     if bad.size:
                         ctx.event(cursor[bad], rp[bad], "call_failed", call_op=call.operation,
@@ -424,19 +466,30 @@ class Twin:
                             s_code[bad] = failed_code
                             s_detail[bad] = c_det[~c_ok]
             own_err = np.zeros(m, dtype=bool)  # failures of this server itself, not of what it called
+            thrown_ms = np.zeros(m)
             for r in ctx.rules["exception"]:
-                if call.operation in (r.ops or ()):
-                    hit = alive & (rp == r.pod) & (rs >= r.t0) & (rs < r.t1)
-                    s_code[hit], s_detail[hit] = V.code("UNKNOWN"), V.detail("exception")
-                    own_err |= hit
-                    alive &= ~hit
+                if r.ops is not None and call.operation not in r.ops:
+                    continue
+                hit = alive & (rp == r.pod) & (rs >= r.t0) & (rs < r.t1)
+                if r.prob < 1.0:
+                    hit &= rng.random(m) < r.prob
+                if r.mode == "return":  # a wrong value goes back with status OK: only its callers can tell
+                    s_detail[hit] = V.detail("wrong_value")
+                    continue
+                s_code[hit], s_detail[hit] = V.code("UNKNOWN"), V.detail("exception")
+                own_err |= hit
+                alive &= ~hit
+                lang = self.topo.components[call.service].language
+                cost = EXCEPTION_MS.get(lang, 1.0) * np.exp(rng.normal(0, 0.3, int(hit.sum())))
+                thrown_ms[hit] += cost
+                ctx.add_cpu(rp[hit], rs[hit], cost)
             if op.write:
                 for r in ctx.rules["write_error"]:
                     hit = alive & (rp == r.pod) & (rs >= r.t0) & (rs < r.t1) & (rng.random(m) < r.prob)
                     s_code[hit], s_detail[hit] = V.code("ERROR"), V.detail("misconf")
                     own_err |= hit
                     alive &= ~hit
-            server_ms = (cursor - start) / 1000 + own * 0.5
+            server_ms = (cursor - start) / 1000 + own * 0.5 + thrown_ms
             resp_ms, resp_lost = self._transit(s, rp, src[reach], rs, op.resp_bytes, rng)
             lost = req_lost | resp_lost
             took = np.where(lost, DEADLINE_MS, req_ms + server_ms + resp_ms)
@@ -472,6 +525,37 @@ class Twin:
             ctx.span(trace, client_id, parent, self._comp_of_pod[int(caller[0])], call.operation, "client",
                      t_us, skew, elapsed, code, caller)
         return elapsed, code == V.code("OK"), code, detail
+
+    def _after_reply(self, ctx: _Run, call: Call, child: Call, self_cpu_ms: float, idx: np.ndarray,
+                     rp: np.ndarray, rs: np.ndarray, cursor: np.ndarray, trace: np.ndarray, parent: np.ndarray,
+                     c_el: np.ndarray, c_ok: np.ndarray, c_code: np.ndarray, c_det: np.ndarray
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """What a caller does with a reply: retries a callee that threw; on a wrong value the frontend fetches
+        and renders again, a gRPC service's checks fail (``invalid_reply``). ``cursor`` moves with the work."""
+        V, rng = ctx.vocab, ctx.rng
+        thrown, wrong = V.detail("exception"), V.detail("wrong_value")
+        for _ in range(EXCEPTION_RETRIES):
+            again = np.nonzero(~c_ok & (c_det == thrown))[0]
+            if again.size == 0:
+                break
+            a = idx[again]
+            backoff = rng.uniform(5, 25, a.size)
+            cursor[a] += backoff * 1000
+            r_el, r_ok, r_code, r_det = self._call(ctx, child, rp[a], cursor[a], trace[a], parent[a])
+            cursor[a] += r_el * 1000 + 50
+            c_el[again] += backoff + r_el
+            c_ok[again], c_code[again], c_det[again] = r_ok, r_code, r_det
+        bad = np.nonzero(c_ok & (c_det == wrong))[0]
+        if bad.size:
+            b = idx[bad]
+            if call.service == "frontend":
+                r_el, r_ok, r_code, r_det = self._call(ctx, child, rp[b], cursor[b], trace[b], parent[b])
+                cursor[b] += r_el * 1000 + self_cpu_ms * 1000
+                ctx.add_cpu(rp[b], rs[b], np.full(b.size, self_cpu_ms))  # the page is rendered again
+                c_det[bad] = V.detail("")
+            else:
+                c_det[bad] = V.detail("invalid_reply")
+        return c_el, c_ok, c_code, c_det
 
     # ---- driver ----------------------------------------------------------------------------
 
@@ -553,62 +637,46 @@ class Twin:
             out[:, w:] -= c[:, :-w]
             return out / min(w, T)
 
-        srv = ctx.server_stats()
-        served = np.zeros((P, T))
-        errors = np.zeros((P, T))
-        hist = np.zeros(P * T * B)
-        cpu_used = np.zeros((P, T))
-        rx = np.zeros((P, T))
-        tx = np.zeros((P, T))
-        flat = srv["pod"] * T + srv["sec"]
-        np.add.at(served.ravel(), flat, 1)
-        np.add.at(errors.ravel(), flat, srv["err"])
-        bucket = np.searchsorted(LATENCY_BUCKETS_MS, srv["ms"], side="left")
-        np.add.at(hist, flat * B + bucket, 1)
-        np.add.at(cpu_used.ravel(), flat, srv["cpu_ms"] / 1000)
-        np.add.at(rx.ravel(), flat, srv["req_bytes"])
-        np.add.at(tx.ravel(), flat, srv["resp_bytes"])
-        cli = ctx.client_stats()
-        cflat = cli["pod"] * T + cli["sec"]
-        np.add.at(tx.ravel(), cflat, cli["req_bytes"])
-        np.add.at(rx.ravel(), cflat, cli["resp_bytes"])
-        lg = ctx.lg
-        lflat = self._lg_pod * T + lg["sec"]
-        np.add.at(served.ravel(), lflat, 1)
-        np.add.at(errors.ravel(), lflat, lg["err"])
-        np.add.at(hist, lflat * B + np.searchsorted(LATENCY_BUCKETS_MS, lg["ms"], side="left"), 1)
+        def trailing_mean(values: np.ndarray) -> np.ndarray:
+            # The mean of the last w seconds, over the seconds the window has at its start.
+            return windowed(values) * min(w, T) / np.minimum(np.arange(1, T + 1), w)
 
-        hist = hist.reshape(P, T, B)
+        srv, cli, lg = ctx.server_stats(), ctx.client_stats(), ctx.lg
+        flat = srv["pod"] * T + srv["sec"]
+        cflat = cli["pod"] * T + cli["sec"]
+        lflat = self._lg_pod * T + lg["sec"]
+        # np.bincount sums in input order, as np.add.at does, at a fraction of its cost.
+        add = lambda where, weights=None: np.bincount(  # noqa: E731
+            where, weights, minlength=P * T).reshape(P, T).astype(float)
+        both = np.concatenate([flat, lflat])
+        served = add(both)
+        errors = add(both, np.concatenate([srv["err"], lg["err"]]))
+        cpu_used = add(flat, srv["cpu_ms"] / 1000)
+        rx = add(flat, srv["req_bytes"]) + add(cflat, cli["resp_bytes"])
+        tx = add(flat, srv["resp_bytes"]) + add(cflat, cli["req_bytes"])
+        bucket = np.searchsorted(LATENCY_BUCKETS_MS, np.concatenate([srv["ms"], lg["ms"]]), side="left")
+        hist = np.bincount(both * B + bucket, minlength=P * T * B).reshape(P, T, B)
+
         hc = np.cumsum(hist, axis=1)
         hw = hc.copy()
         hw[:, w:] -= hc[:, :-w]
-        cum = np.cumsum(hw, axis=2)
-
-        def quantile(q: float) -> np.ndarray:
-            total = cum[:, :, -1]
-            rank = q * total
-            b = np.argmax(cum >= rank[:, :, None], axis=2)
-            upper = LATENCY_BUCKETS_MS[b]
-            lower = np.where(b > 0, LATENCY_BUCKETS_MS[np.maximum(b - 1, 0)], 0.0)
-            c_hi = np.take_along_axis(cum, b[:, :, None], axis=2)[:, :, 0]
-            c_lo = np.where(b > 0, np.take_along_axis(cum, np.maximum(b - 1, 0)[:, :, None], axis=2)[:, :, 0], 0)
-            frac = np.where(c_hi > c_lo, (rank - c_lo) / np.maximum(c_hi - c_lo, 1e-12), 1.0)
-            # histogram_quantile answers the highest finite bound when the rank falls in +Inf
-            val = np.where(np.isinf(upper), LATENCY_BUCKETS_MS[-2], lower + (upper - lower) * frac)
-            return np.where(total > 0, val, np.nan)
+        cum = np.cumsum(hw, axis=2).reshape(P * T, B)
+        quantile = lambda q: histogram_quantile(cum, q).reshape(P, T)  # noqa: E731
 
         limits = np.array([self.topo.components[c].cpu_limit_m / 1000 for c in self._comp_of_pod])[:, None]
         idle = np.array([IDLE_CPU.get(self.topo.components[c].language, 0.003)
                          for c in self._comp_of_pod])[:, None]
-        cpu = np.minimum(idle + cpu_used + s.gc_cpu + s.stress_cpu, limits)
-        cpu *= np.exp(rng.normal(0, noise, (P, T)))
+        cpu = np.minimum(idle + cpu_used * s.cpu_mult + ctx.extra_cpu + s.gc_cpu + s.stress_cpu, limits)
+        # cAdvisor's counters reach a window through rate(...[rateWindow]), as the collectors' queries read
+        # them: a trailing mean over the rate window, not the second's own value.
+        cpu = trailing_mean(cpu) * np.exp(rng.normal(0, noise, (P, T)))
         memory = mem * np.exp(rng.normal(0, noise / 4, (P, T)))
         probe = 1500.0  # kubelet probes and Prometheus scrapes, bytes per second
         rx_rate = (rx + probe) * (1 + s.loss_in)
         tx_rate = (tx + probe) * (1 + s.dup_out) * (1 + s.loss_out)
         tx_rate = np.minimum(tx_rate, s.bw_out_bps / 8)
-        rx_rate *= np.exp(rng.normal(0, noise, (P, T)))
-        tx_rate *= np.exp(rng.normal(0, noise, (P, T)))
+        rx_rate = trailing_mean(rx_rate) * np.exp(rng.normal(0, noise, (P, T)))
+        tx_rate = trailing_mean(tx_rate) * np.exp(rng.normal(0, noise, (P, T)))
         restarts = np.zeros((P, T))
         for p, back in s.restarts:
             if back < T:
@@ -692,11 +760,15 @@ class _Run:
         self._spans: list[tuple] = []
         self._events: list[tuple] = []
         self._traces = 0
+        self.extra_cpu = np.zeros((len(state.topo.pods), state.T))  # core-seconds of work beyond the calls' own
         self.lg: dict[str, np.ndarray] = {}
         self._lg_chunks: list[tuple] = []
         self.services = _Vocab()
         self.ops = _Vocab()
         self.events_v = _Vocab()
+
+    def add_cpu(self, pod: np.ndarray, sec: np.ndarray, ms: np.ndarray) -> None:
+        np.add.at(self.extra_cpu, (pod, sec), ms / 1000.0)
 
     def new_ids(self, n: int) -> np.ndarray:
         return self.rng.integers(1, 2**63 - 1, n, dtype=np.int64)

@@ -44,6 +44,7 @@ from opsllm.operator.run import settings
 from opsllm.spec.campaign import InjectionCampaign, parse_campaign
 from opsllm.spec.chaosmesh import GROUP_VERSION as CHAOS_API
 from opsllm.spec.chaosmesh import chaos_name, render
+from opsllm.spec.faults import CHAOS_MESH_KINDS
 from opsllm.spec.injection import Label, PlannedInjection
 from opsllm.spec.resources import InjectionSpec
 
@@ -118,6 +119,17 @@ def _patch_campaign(campaign: dict[str, Any], status: dict[str, Any]) -> dict[st
 def _patch_injection(injection: dict[str, Any], status: dict[str, Any]) -> dict[str, Any]:
     meta = injection["metadata"]
     return kube.apply_status(API, "Injection", meta["name"], meta["namespace"], status)
+
+
+def twin_only_faults(spec: InjectionCampaign) -> str:
+    """Why a campaign cannot run on a cluster ("" when it can): a kind Chaos Mesh cannot inject (AppFault)."""
+    bad = [f"spec.faults[{i}] ({f.kind} {f.action})" for i, f in enumerate(spec.spec.faults)
+           if f.kind not in CHAOS_MESH_KINDS]
+    if not bad:
+        return ""
+    return (f"{', '.join(bad)}: Chaos Mesh cannot inject this kind; it runs on the twin only "
+            "(`opsllm campaign run FILE`). Nothing was injected. Remove these faults to run the campaign on the "
+            "cluster, or inject them through instrumented services.")
 
 
 def _fail_campaign(campaign: dict[str, Any], reason: str, message: str) -> None:
@@ -204,6 +216,10 @@ def step(namespace: str, name: str) -> float | None:
                               source=f"InjectionCampaign {namespace}/{name}")
     except SpecError as exc:
         _fail_campaign(campaign, "InvalidSpec", str(exc))
+        return None
+    refused = twin_only_faults(spec)
+    if refused:
+        _fail_campaign(campaign, "TwinOnlyFault", refused)
         return None
     lab = spec.spec.system.namespace
     chaos_ns = chaos_namespace(spec)

@@ -95,6 +95,35 @@ class TimingSpec(_Spec):
         "defaults to baseline + fault duration + cooldown.")
 
 
+class RealShapeSpec(_Spec):
+    """How a window is cut and thinned with ``twin.shape: real``, to look like a real collection.
+
+    The defaults are the held-out check's: live OnlineBoutique cases laid out as RCAEval cases
+    (docs/twin.md, "Real-shaped windows").
+    """
+
+    step: PositiveDuration = _duration("1m", "Step of the exported metric series: the value at each step, as a "
+                                       "Prometheus range query at this step returns it; a whole multiple of "
+                                       "twin.resolution.")
+    lead: PositiveDuration = _duration("30m", "Telemetry kept before each fault's start; earlier faults that "
+                                       "fall inside it stay in the window, as in a real collection.")
+    tail: PositiveDuration = _duration("5m", "Telemetry kept after each fault's start.")
+    logs: bool = Field(default=False, description="Keep the logs; false writes no logs.parquet (the real "
+                       "collection has no logs).")
+    statusCodes: bool = Field(default=False, description="Keep span status codes; false blanks them (the real "
+                              "collection's spans carry none).")
+    traceCoverage: float = Field(default=0.5, ge=0.0, le=1.0, description="Share of the window that keeps its "
+                                 "traces: one stretch of this length at a random place in each window, recorded "
+                                 "in window.json's partial; 1 keeps them all, 0 none.")
+
+    @model_validator(mode="after")
+    def _step_fits(self) -> RealShapeSpec:
+        if self.step > self.lead:
+            raise ValueError(f"step ({self.step:g}s) is longer than lead ({self.lead:g}s): the window would hold "
+                             "no sample before the fault; shorten step or lengthen lead")
+        return self
+
+
 class TwinSpec(_Spec):
     difficulty: Literal["easy", "mid", "hard"] = Field(
         default="mid", description="Noise, benign anomalies and fault intensity on the twin (docs/twin.md).")
@@ -104,6 +133,13 @@ class TwinSpec(_Spec):
     resolution: PositiveDuration = _duration("1s", "Step of the metric series.")
     rateWindow: PositiveDuration = _duration("30s", "Window of the rate() behind request, "
                                          "error and latency metrics, as a PromQL [30s] range.")
+    shape: Literal["lab", "real"] = Field(
+        default="lab", description="Window layout: `lab` gives each fault its own window (baseline, fault, "
+        "cooldown) with every modality at full resolution; `real` places faults back to back (duration + "
+        "cooldown apart), cuts each window as `real.lead` before and `real.tail` after its fault's start, with "
+        "the earlier faults inside it, and thins it as `real` says (docs/twin.md, \"Real-shaped windows\").")
+    real: RealShapeSpec = Field(default_factory=RealShapeSpec,
+                                description="The real shape's settings; used only when shape is `real`.")
 
     @field_validator("startTime")
     @classmethod
@@ -111,6 +147,16 @@ class TwinSpec(_Spec):
         if v.tzinfo is None:
             raise ValueError("startTime needs a time zone, e.g. 2026-01-05T09:00:00Z")
         return v.astimezone(UTC)
+
+    @model_validator(mode="after")
+    def _step_of_resolution(self) -> TwinSpec:
+        if self.shape == "real":
+            ratio = self.real.step / self.resolution
+            if abs(ratio - round(ratio)) > 1e-9:
+                raise ValueError(f"real.step ({self.real.step:g}s) is not a whole multiple of resolution "
+                                 f"({self.resolution:g}s): the step's samples would fall between the twin's; "
+                                 "make real.step a multiple of resolution")
+        return self
 
 
 class SinkSpec(_Spec):
@@ -160,6 +206,14 @@ class CampaignSpec(_Spec):
                 raise ValueError(f"timing.collectionWindow ({window:g}s) is shorter than baseline + the "
                                  f"duration of faults[{i}] ({self.timing.baseline + duration:g}s): the fault "
                                  "would not be in its own window")
+        if self.twin.shape == "real":
+            # The real shape cuts windows around each fault's start; a baseline or window length given for
+            # the lab layout would be silently ignored, so it is refused instead.
+            for name in ("baseline", "collectionWindow"):
+                if name in self.timing.model_fields_set:
+                    raise ValueError(f"timing.{name} is not used with twin.shape real, whose windows run from "
+                                     "twin.real.lead before each fault's start to twin.real.tail after it; "
+                                     f"remove timing.{name}")
         return self
 
     def topology(self) -> Topology:
@@ -190,7 +244,7 @@ def _loc(loc: tuple) -> str:
         if isinstance(part, int):
             out += f"[{part}]"
         elif part in {"PodChaos", "StressChaos", "NetworkChaos", "IOChaos", "HTTPChaos", "DNSChaos",
-                      "TimeChaos", "JVMChaos", "PhysicalMachineChaos"}:
+                      "TimeChaos", "JVMChaos", "PhysicalMachineChaos", "AppFault"}:
             continue  # the union's tag: the user wrote no such key
         else:
             out += ("." if out else "") + str(part)

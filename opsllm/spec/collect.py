@@ -8,6 +8,7 @@ cluster. Query templates are Python format strings over ``{namespace}``, ``{comp
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -111,12 +112,41 @@ class ElasticsearchSpec(_Spec):
         return v
 
 
+class AlertsSpec(_Spec):
+    """Where the SLO alerts of the window are read (the rules are opsllm.lab.alerts.DEFAULT_RULES)."""
+
+    source: Literal["prometheus", "alertmanager"] = Field(
+        default="prometheus", description="`prometheus`: the ALERTS and ALERTS_FOR_STATE series (activeAt "
+        "exact, and alerts resolved before collection are still there); `alertmanager`: its API v2, which "
+        "holds only alerts still active when the window is collected.")
+    url: str = Field(description="Base URL of Prometheus (e.g. http://prometheus:9090) or Alertmanager "
+                     "(e.g. http://alertmanager:9093).")
+    names: list[str] | None = Field(default=None, description="Alert names to read; the default rules' names "
+                                    "when left out.")
+    step: PositiveDuration = _duration("15s", "Resolution of the ALERTS range queries: the rule evaluation "
+                                       "interval (prometheus source only).")
+    minBaseline: PositiveDuration = _duration("5m", "Least time from the window's start to the alert's "
+                                              "activeAt; earlier alerts belong to earlier incidents.")
+    retry: RetrySpec = Field(default_factory=RetrySpec)
+
+    @field_validator("names")
+    @classmethod
+    def _alert_names(cls, v: list[str] | None) -> list[str] | None:
+        bad = [n for n in v or [] if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", n)]
+        if v is not None and (not v or bad):
+            raise ValueError(f"{bad or v} is not a Prometheus alert name list; give names of letters, digits "
+                             "and underscores, or leave names out for the default rules")
+        return v
+
+
 class CollectorsSpec(_Spec):
     namespace: str = Field(default="online-boutique", description="Namespace of the system under test.")
     prometheus: PrometheusSpec | None = None
     jaeger: JaegerSpec | None = None
     loki: LokiSpec | None = None
     elasticsearch: ElasticsearchSpec | None = None
+    alerts: AlertsSpec | None = Field(default=None, description="Where the window's SLO alert is read; no "
+                                      "alert is recorded when left out.")
 
 
 class CollectorConfig(BaseModel):

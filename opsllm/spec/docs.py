@@ -28,12 +28,14 @@ from opsllm.spec.campaign import (
     InjectionCampaign,
     LoadGeneratorSpec,
     ObjectMeta,
+    RealShapeSpec,
     SinkSpec,
     SystemSpec,
     TimingSpec,
     TwinSpec,
 )
 from opsllm.spec.collect import (
+    AlertsSpec,
     CollectorsSpec,
     ElasticsearchSpec,
     JaegerSpec,
@@ -53,8 +55,9 @@ WINDOW_PAGE = "window-format.md"
 REGENERATE = "python -m opsllm.spec.docs"
 
 _CAMPAIGN_MODELS: tuple[type[BaseModel], ...] = (
-    InjectionCampaign, ObjectMeta, CampaignSpec, SystemSpec, LoadGeneratorSpec, TimingSpec, TwinSpec, SinkSpec,
-    CollectorsSpec, PrometheusSpec, JaegerSpec, LokiSpec, ElasticsearchSpec, RetrySpec, Target,
+    InjectionCampaign, ObjectMeta, CampaignSpec, SystemSpec, LoadGeneratorSpec, TimingSpec, TwinSpec, RealShapeSpec,
+    SinkSpec,
+    CollectorsSpec, PrometheusSpec, JaegerSpec, LokiSpec, ElasticsearchSpec, AlertsSpec, RetrySpec, Target,
 )
 
 _CAMPAIGN_INTRO = (

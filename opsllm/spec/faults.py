@@ -177,6 +177,17 @@ class JVMChaosParams(_Params):
     port: int | None = Field(default=None, ge=1, le=65535)
 
 
+class AppFaultParams(_Params):
+    percent: int | None = Field(
+        default=None, ge=1, le=100,
+        description="Share of the handler's calls that throw (exception) or return a wrong value (return), "
+                    "in percent; drawn from the difficulty when left out.")
+    factor: float | None = Field(
+        default=None, gt=1, le=100,
+        description="cpu-consumed: how many times its normal CPU time each request costs (an inefficient code "
+                    "path); drawn from the difficulty when left out.")
+
+
 class StressCPU(_Params):
     workers: int = Field(ge=1)
     load: int = Field(default=100, ge=0, le=100)
@@ -215,6 +226,8 @@ class _Fault(BaseModel):
     value: str | None = Field(default=None, description="Chaos Mesh value for the fixed* and *-percent modes.")
 
     levels: ClassVar[tuple[str, ...]] = ("service", "pod")
+    # Whether Chaos Mesh injects this kind (a project-defined kind runs on the twin only).
+    chaos_mesh: ClassVar[bool] = True
     # What a Chaos Mesh action needs in params when the user gives params for it.
     needs: ClassVar[dict[str, str]] = {}
 
@@ -343,6 +356,33 @@ class JVMChaosFault(_Fault):
         return component.jvm
 
 
+class AppFault(_Fault):
+    """A fault in the service's own code, injected through an instrumented build of the service.
+
+    Project-defined, not a Chaos Mesh kind: Chaos Mesh cannot make a gRPC handler throw, return a wrong value
+    or burn CPU per request. A real lab injects these through instrumented services (as Nezha's
+    OnlineBoutique does); the twin runs them, and the operator refuses them on a cluster.
+    """
+
+    kind: Literal["AppFault"]
+    action: Literal["exception", "return", "cpu-consumed"] = Field(
+        description="exception: the handler throws for a share of calls; return: it returns a wrong value "
+                    "(its callers fail or redo work); cpu-consumed: each request burns extra CPU.")
+    params: AppFaultParams = Field(default_factory=AppFaultParams)
+    chaos_mesh: ClassVar[bool] = False
+
+    def applies_to(self, component: Component) -> bool:
+        return component.name not in ("loadgenerator", "redis-cart")  # no code of ours runs there
+
+    @model_validator(mode="after")
+    def _fields(self) -> AppFault:
+        if self.action == "cpu-consumed" and self.params.percent is not None:
+            raise ValueError("params.percent is not used by action 'cpu-consumed'; it takes params.factor")
+        if self.action != "cpu-consumed" and self.params.factor is not None:
+            raise ValueError(f"params.factor is not used by action {self.action!r}; it takes params.percent")
+        return self
+
+
 class PhysicalMachineChaosFault(_Fault):
     """Pressure on a whole node, injected by chaosd on the node (a PhysicalMachine object per node)."""
 
@@ -363,15 +403,17 @@ class PhysicalMachineChaosFault(_Fault):
 
 Fault = Annotated[
     PodChaosFault | StressChaosFault | NetworkChaosFault | IOChaosFault | HTTPChaosFault
-    | DNSChaosFault | TimeChaosFault | JVMChaosFault | PhysicalMachineChaosFault,
+    | DNSChaosFault | TimeChaosFault | JVMChaosFault | PhysicalMachineChaosFault | AppFault,
     Field(discriminator="kind"),
 ]
 
 FAULT_MODELS: dict[str, type[_Fault]] = {
     m.model_fields["kind"].annotation.__args__[0]: m  # type: ignore[union-attr]
     for m in (PodChaosFault, StressChaosFault, NetworkChaosFault, IOChaosFault, HTTPChaosFault,
-              DNSChaosFault, TimeChaosFault, JVMChaosFault, PhysicalMachineChaosFault)
+              DNSChaosFault, TimeChaosFault, JVMChaosFault, PhysicalMachineChaosFault, AppFault)
 }
+# The kinds a Chaos Mesh installation knows: the others (AppFault) run on the twin only.
+CHAOS_MESH_KINDS: tuple[str, ...] = tuple(k for k, m in FAULT_MODELS.items() if m.chaos_mesh)
 
 
 @dataclass(frozen=True)
@@ -409,6 +451,11 @@ CATALOGUE: tuple[FaultType, ...] = (
     FaultType("PhysicalMachineChaos", "stress-cpu", "node-cpu-pressure", "metrics", "CPU hogs on the node."),
     FaultType("PhysicalMachineChaos", "stress-mem", "node-memory-pressure", "metrics", "Memory hogs on the node."),
     FaultType("PhysicalMachineChaos", "disk-fill", "node-disk-pressure", "metrics", "The node's disk filled."),
+    FaultType("AppFault", "exception", "app-exception", "logs", "The service's handler throws for a share of calls."),
+    FaultType("AppFault", "return", "app-return", "traces",
+              "The service's handler returns a wrong value: its callers fail or redo work."),
+    FaultType("AppFault", "cpu-consumed", "cpu-consumed", "metrics",
+              "The service's own code burns CPU per request: CPU and latency rise with load."),
 )
 
 FAULT_TYPES: tuple[str, ...] = tuple(f.name for f in CATALOGUE)
