@@ -8,6 +8,14 @@ component names. Every method is scored by opsllm.evaluation.rca.score on the sa
 components, with the constant guess beside them. Node cases are left out: RCAEval's methods rank services.
 
     python benchmarks/rca_baselines.py [--campaign examples/campaigns/full.yaml] [--limit 60] [--out DIR]
+    python benchmarks/rca_baselines.py --shape real [--difficulty mid] [--cases-per-family 30] [--seed 0]
+
+``--shape real`` compares the methods where the held-out check did: twin windows in the real shape
+(twin.shape: real: 1-minute steps, 30 min before each fault and 5 after with the earlier faults inside, no
+logs, no status codes, traces for part of the window), in the fault families of benchmarks/twin_fidelity.py,
+exported as plain RCAEval cases (no opsllm.json: what a public dataset gives) and imported back with
+``opsllm.data.rcaeval.import_cases`` before fusion, so that the ranker reads what the RCAEval methods read,
+inject_time.txt included. Figures per family and overall.
 
 Needs RCAEval's side venv (``make rcaeval``); OPSLLM_RCAEVAL_PYTHON names another interpreter.
 """
@@ -153,6 +161,99 @@ def components_of(columns: list[str], candidates: list[str]) -> list[str]:
     return ranking
 
 
+def real_shape(args: argparse.Namespace) -> None:
+    """The methods side by side on real-shaped twin cases, per fault family (see the module docstring)."""
+    import time
+    from collections import Counter
+
+    from twin_fidelity import FAMILIES, campaign_doc, family_faults, known_fault_types
+
+    from opsllm.data.rcaeval import SIDECAR, export_case, import_cases
+    from opsllm.files import write_json_atomic
+    from opsllm.fusion import fuse_window
+    from opsllm.lab.campaign import INJECTIONS, run_campaign
+    from opsllm.lab.planner import plan
+    from opsllm.spec.campaign import parse_campaign
+    from opsllm.spec.faults import CATALOGUE
+    from opsllm.spec.injection import Label
+
+    known = known_fault_types()
+    families = [f for f in FAMILIES if any(t in known for t in f.fault_types)]
+    family_of: dict[str, str] = {}
+    faults = []
+    for family in families:
+        for entry in family_faults(family, args.cases_per_family, known):
+            faults.append(entry)
+            ftype = next(f.name for f in CATALOGUE if (f.kind, f.action) == (entry["kind"], entry["action"]))
+            family_of[ftype] = family.name
+    campaign = parse_campaign(campaign_doc(args.difficulty, "real", faults, args.seed), source="rca-baselines")
+    began = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="rca-baselines-real-") as tmp:
+        scratch = Path(tmp)
+        check_rcaeval(scratch)
+        folder = args.out if args.out is not None else scratch / "campaign"
+
+        def progress(n: int, total: int, inj, already: bool) -> None:
+            if n % 20 == 0 or n == total:
+                print(f"  campaign: {n}/{total} injections", file=sys.stderr, flush=True)
+
+        run_campaign(campaign, folder, fuse=False, on_progress=progress)
+        cases = scratch / "cases"
+        numbers: Counter[str] = Counter()
+        index = []
+        for inj in plan(campaign):
+            group = f"{inj.component}{SEPARATOR}{inj.fault_type}"
+            numbers[group] += 1
+            case = f"{group}/{numbers[group]}"
+            export_case(folder / INJECTIONS / inj.id / "window", inj.label(), cases / case)
+            (cases / case / SIDECAR).unlink()   # a public dataset's case: data and inject_time.txt only
+            index.append({"case": case, "id": case})
+        write_json_atomic(cases / "index.json", {"dataset": campaign.metadata.name, "cases": index})
+        print(f"  RCAEval: BARO and N-Sigma on {len(index)} cases", file=sys.stderr, flush=True)
+        found = run_rcaeval(cases, scratch)
+        imported = scratch / "imported"
+        import_cases(cases, imported)
+        samples = []
+        for source in sorted((imported / INJECTIONS).glob("*/source.json")):
+            case = json.loads(source.read_text())["case"]
+            label = Label.model_validate_json((source.parent / "label.json").read_text())
+            sample = fuse_window(source.parent / "window", label=label)
+            samples.append((case, sample))
+    by_family: dict[str, list[tuple[str, RCASample]]] = {f.name: [] for f in families}
+    for case, sample in samples:
+        # The lab's own fault type names come back from an import unchanged (they are in the taxonomy).
+        by_family[family_of[sample.label.fault_type]].append((case, sample))
+
+    def ranked(name: str, pairs: list[tuple[str, RCASample]]):
+        case_of = {s.text: c for c, s in pairs}
+
+        def predictor(sample: RCASample) -> Prediction:
+            columns = found["cases"][case_of[sample.text]].get(name) or []
+            return Prediction(ranking=components_of(columns, sample.candidates.components), fault_type="", level="")
+        return predictor
+
+    rows = []
+    for family, pairs in [*by_family.items(), ("all", [p for v in by_family.values() for p in v])]:
+        if not pairs:
+            continue
+        group = [s for _, s in pairs]
+        ours, baro, nsigma = score(group, predict), score(group, ranked("baro", pairs)), score(group, ranked(
+            "nsigma", pairs))
+        rows.append((family, len(group), ours, baro, nsigma))
+    print(f"real-shaped twin cases ({args.difficulty}, seed {args.seed}), exported as RCAEval cases and imported back;"
+          f" {time.perf_counter() - began:.0f} s")
+    print(f"{'family':<16}{'cases':>6}  {'OpsLLM ac@1/ac@3':>17}  {'BARO ac@1/ac@3':>15}  {'N-Sigma ac@1/ac@3':>18}"
+          f"  {'const':>6}  leads")
+    for family, n, ours, baro, nsigma in rows:
+        lead = ours["ac@1"] > max(baro["ac@1"], nsigma["ac@1"])
+        cells = [f"{f['ac@1']:.3f} / {f['ac@3']:.3f}" for f in (ours, baro, nsigma)]
+        print(f"{family:<16}{n:>6}  {cells[0]:>17}  {cells[1]:>15}  {cells[2]:>18}  "
+              f"{ours['constant_guess']['ac@1']:>6.3f}  {'yes' if lead else 'NO'}")
+    overall = rows[-1][2]
+    print(f"OpsLLM type accuracy (component and type): {overall['type_acc']:.3f}; candidates are the import's "
+          "own fault vocabulary")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--campaign", type=Path, default=DEFAULT_CAMPAIGN,
@@ -162,8 +263,17 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None,
                         help="campaign output folder: reused as is if it holds one, else the campaign runs there "
                              "(default: a temporary folder)")
+    parser.add_argument("--shape", choices=("lab", "real"), default="lab",
+                        help="lab: the campaign's own windows; real: real-shaped twin cases per fault family")
+    parser.add_argument("--difficulty", choices=("easy", "mid", "hard"), default="mid", help="--shape real only")
+    parser.add_argument("--cases-per-family", type=int, default=30, help="--shape real only")
+    parser.add_argument("--seed", type=int, default=0, help="--shape real only: campaign seed")
     args = parser.parse_args()
     args.limit = args.limit or None
+    if args.shape == "real":
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        real_shape(args)
+        return
 
     with tempfile.TemporaryDirectory(prefix="rca-baselines-") as tmp:
         scratch = Path(tmp)
@@ -184,8 +294,12 @@ def main() -> None:
     failed = {name: sum(1 for r in found["cases"].values() if r.get(name) is None) for name in ("baro", "nsigma")}
 
     def ranked_by(name: str):
+        # score() shows predictors a blinded sample (opsllm.spec.sample.blind), whose opaque id says nothing:
+        # the case is found by its fused text instead, which is what the sample's RCAEval export was made from.
+        case_of = {s.text: s.id for s in services}
+
         def predictor(sample: RCASample) -> Prediction:
-            columns = found["cases"][sample.id][name] or []
+            columns = found["cases"][case_of[sample.text]][name] or []
             return Prediction(ranking=components_of(columns, sample.candidates.components), fault_type="", level="")
         return predictor
 

@@ -14,7 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from opsllm import __version__
-from opsllm.data.cli import dataset_app
+from opsllm.data.cli import SplitByOption, TimeBlockOption, dataset_app
 from opsllm.errors import OperationalError, UsageError
 from opsllm.training.cli import dprm_app, train_app
 
@@ -114,6 +114,8 @@ def campaign_run(
     limit: Annotated[int | None, typer.Option(help="Run only the first N injections.", min=1)] = None,
     fuse: Annotated[bool, typer.Option(help="Fuse each window into OUT/dataset as it finishes.")] = True,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    split_by: SplitByOption = None,
+    time_block: TimeBlockOption = None,
 ) -> None:
     """Run a campaign on the twin: one raw telemetry window, label and Chaos Mesh object per injection."""
     campaign = _load(file)
@@ -130,7 +132,8 @@ def campaign_run(
                 progress.update(task, total=total, completed=n,
                                 current=f"{inj.id}{' (done before)' if skipped else ''}")
 
-            result = run_campaign(campaign, out_dir, crd_path=crds, limit=limit, fuse=fuse, on_progress=step)
+            result = run_campaign(campaign, out_dir, crd_path=crds, limit=limit, fuse=fuse, on_progress=step,
+                                  split_by=split_by, time_block=time_block)
     except (UsageError, OperationalError) as exc:
         _fail(exc)
     out.print(f"{len(result.written)} injections written, {len(result.skipped)} already there, "

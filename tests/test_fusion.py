@@ -169,7 +169,7 @@ def test_fuse_cli_prints_the_sample(smoke: Path):
     w = windows(smoke)[0]
     result = CliRunner().invoke(app, ["fuse", str(w)])
     assert result.exit_code == 0, result.output
-    assert result.stdout.startswith("window ")
+    assert result.stdout.startswith("incident start t: ")
     as_json = CliRunner().invoke(app, ["fuse", str(w), "--json"])
     assert json.loads(as_json.stdout)["id"] == w.parent.name
 

@@ -18,6 +18,8 @@ import re
 from collections import defaultdict
 from dataclasses import dataclass
 
+import numpy as np
+
 from opsllm.spec.sample import Evidence, RCASample
 
 FRONT = "frontend"
@@ -43,11 +45,15 @@ def attribute(sample: RCASample) -> dict[str, list[Evidence]]:
     failing: dict[str, set[str]] = defaultdict(set)   # callee -> callers that see its calls fail
     targets: dict[str, set[str]] = defaultdict(set)   # caller -> callees whose calls fail
     for e in ev:
+        if e.phase == "background":
+            continue
         if e.modality == "traces" and e.pattern == "errors" and e.detail.get("caller"):
             failing[e.component].add(e.detail["caller"])
             targets[e.detail["caller"]].add(e.component)
     out: dict[str, list[Evidence]] = defaultdict(list)
     for e in ev:
+        if e.phase == "background":  # an earlier incident inside the baseline: not this one's cause
+            continue
         owner = e.component
         caller = e.detail.get("caller", "") if e.modality == "traces" else ""
         if e.pattern == "errors" and caller:
@@ -68,18 +74,40 @@ def attribute(sample: RCASample) -> dict[str, list[Evidence]]:
 REFERENCE = {"metrics": 20.0, "logs": 10.0, "traces": 10.0}
 
 
+def _weight(severity: float, modality: str) -> float:
+    """An item's weight against its modality's reference: linear up to the reference, logarithmic beyond,
+    so that agreeing modalities add up while a stronger item still counts for more (no cap to tie at)."""
+    x = severity / REFERENCE[modality]
+    return x if x <= 1 else 1 + float(np.log2(x))
+
+
 def _normalised(groups: dict[str, list[Evidence]]) -> dict[str, float]:
-    """Per component, the strongest item of each modality against its reference (capped at 2), summed:
-    agreeing modalities add up."""
+    """Per component, the strongest item of each modality by :func:`_weight`, summed."""
     best: dict[tuple[str, str], float] = {}
     for component, items in groups.items():
         for e in items:
             key = (component, e.modality)
-            best[key] = max(best.get(key, 0.0), min(e.severity / REFERENCE[e.modality], 2.0))
+            best[key] = max(best.get(key, 0.0), _weight(e.severity, e.modality))
     scores: dict[str, float] = defaultdict(float)
     for (component, _), value in best.items():
         scores[component] += value
     return scores
+
+
+def _tiebreak(groups: dict[str, list[Evidence]]) -> dict[str, tuple[float, float]]:
+    """Per component, what decides between equal scores: all its evidence summed, then the earliest onset
+    (a cause shows before its symptoms). A name never decides."""
+    out: dict[str, tuple[float, float]] = {}
+    for component, items in groups.items():
+        total = sum(_weight(e.severity, e.modality) for e in items)
+        first = min((e.onset.timestamp() for e in items if e.onset is not None), default=float("inf"))
+        out[component] = (total, -first)
+    return out
+
+
+def _own_evidence(items: list[Evidence], caller: str) -> bool:
+    """Whether a component has evidence other than ``caller``'s client-side view of calls to it."""
+    return any(not (e.modality == "traces" and e.detail.get("caller") == caller) for e in items)
 
 
 def rank(sample: RCASample) -> list[str]:
@@ -87,16 +115,24 @@ def rank(sample: RCASample) -> list[str]:
     candidates = sample.candidates.components
     norm = _normalised(groups)
     scores = {c: norm.get(c, 0.0) for c in candidates}
+    ties = _tiebreak(groups)
+    none = (0.0, float("-inf"))
     graph = sample.observation.call_graph
-    order = sorted(candidates, key=lambda c: (-scores[c], c))
+    # sorted() is stable: components with equal evidence keep the candidates' order, not their names'.
+    order = sorted(candidates, key=lambda c: (-scores[c], *(-v for v in ties.get(c, none))))
     if not order or scores[order[0]] == 0:
         return order
     top = order[0]
     seen = {top}
     while True:
         callees = [c for c in graph.get(top, []) if c in scores and c not in seen]
-        best = max(callees, key=lambda c: (scores[c], c), default=None)
+        best = max(callees, key=lambda c: (scores[c], *ties.get(c, none)), default=None)
         if best is None or scores[best] < DESCEND_SHARE * scores[top]:
+            break
+        if not _own_evidence(groups.get(best, []), top):
+            # All that speaks for the callee is what ``top`` saw of its calls to it: the slow or failing wire
+            # between them is as much ``top``'s (its egress, its resolver) as the callee's, and ``top`` shows
+            # signals of its own. An uninstrumented callee (redis-cart) is blamed on its own signals only.
             break
         seen.add(best)
         top = best

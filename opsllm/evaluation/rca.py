@@ -10,12 +10,13 @@
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from opsllm.evaluation.baseline import Prediction
-from opsllm.spec.sample import RCASample
+from opsllm.spec.sample import RCASample, blind
 
 Predictor = Callable[[RCASample], Prediction]
 
@@ -48,12 +49,17 @@ def score(samples: Iterable[RCASample], predictor: Predictor) -> dict:
     """Figures of ``predictor`` on the labelled samples, with a constant guess beside them."""
     samples = list(samples)
     labelled = [s for s in samples if s.label is not None]
+    # Predictors see a blinded copy: no label, and no id or provenance that could name the answer.
+    salt = os.urandom(16)
+    shown = [blind(s, salt) for s in labelled]
+    if len({s.id for s in shown}) != len(shown):
+        raise ValueError("sample ids are not unique; every scored sample needs its own id")
     prepare = getattr(predictor, "prepare", None)
     if prepare is not None:   # a batched predictor (a model) answers all samples in one pass
-        prepare(labelled)
+        prepare(shown)
     overall, per_type, per_kind = _Tally(), {}, {}
-    for sample in labelled:
-        pred = predictor(sample)
+    for sample, view in zip(labelled, shown, strict=True):
+        pred = predictor(view)
         overall.add(pred, sample.label)
         per_type.setdefault(sample.label.fault_type, _Tally()).add(pred, sample.label)
         per_kind.setdefault(sample.label.kind, _Tally()).add(pred, sample.label)

@@ -1,8 +1,10 @@
 """One raw window into one RCA sample: the three extractors, aligned by window and component.
 
-The window's first ``baseline_fraction`` is its baseline; the rest is observed. Fusion never reads the
-label: it is only attached to the finished sample. A missing or empty modality is stated in the sample,
-and data problems (clock skew between modalities, shifted time zones, NaN and gaps) become flags.
+The incident's start (``opsllm.fusion.anchor``: the window's alert, else the onset the SLIs show, else
+the first third) splits the window: before it is the baseline, from it on the observation. Anomalies
+inside the baseline are earlier incidents, kept as background. Fusion never reads the label: it is only
+attached to the finished sample. A missing or empty modality is stated in the sample, and data problems
+(clock skew between modalities, shifted time zones, NaN and gaps) become flags.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from opsllm.fusion.anchor import AnchorConfig, anchor_of
 from opsllm.fusion.logs import LogFusionConfig, log_evidence
 from opsllm.fusion.metrics import MetricFusionConfig, metric_evidence
 from opsllm.fusion.render import render_text
@@ -28,7 +31,7 @@ MODALITY_OF = {"metrics": "metrics", "logs": "logs", "spans": "traces"}
 
 @dataclass(frozen=True)
 class FusionConfig:
-    baseline_fraction: float = 1 / 3
+    anchor: AnchorConfig = field(default_factory=AnchorConfig)
     metrics: MetricFusionConfig = field(default_factory=MetricFusionConfig)
     logs: LogFusionConfig = field(default_factory=LogFusionConfig)
     traces: TraceFusionConfig = field(default_factory=TraceFusionConfig)
@@ -108,6 +111,8 @@ def component_scores(evidence: list[Evidence], components: list[str]) -> dict[st
     modalities outrank one loud one."""
     best: dict[tuple[str, str], float] = {}
     for e in evidence:
+        if e.phase == "background":
+            continue
         key = (e.component, e.modality)
         best[key] = max(best.get(key, 0.0), e.severity)
     scores: dict[str, float] = {}
@@ -127,7 +132,8 @@ def _in_window(frame: pd.DataFrame, col: str, start: pd.Timestamp, end: pd.Times
 def observe(window: Window, config: FusionConfig = FusionConfig()) -> FusedObservation:
     """The fused observation of a window (no label involved)."""
     start, end = pd.Timestamp(window.meta.start), pd.Timestamp(window.meta.end)
-    baseline_end = start + (end - start) * config.baseline_fraction
+    anchor = anchor_of(window, config.anchor)
+    baseline_end = anchor.observe_from
     states = _states(window)
     flags = _flags(window, states)
     metrics = _in_window(window.metrics, "timestamp", start, end)
@@ -139,13 +145,15 @@ def observe(window: Window, config: FusionConfig = FusionConfig()) -> FusedObser
     # Spans go in whole: a shifted clock puts a pod's spans outside the window, and that is the evidence.
     t_ev, paths, _ = trace_evidence(window.spans, start=start, baseline_end=baseline_end, end=end,
                                     config=config.traces)
-    evidence = sorted(m_ev + l_ev + t_ev, key=lambda e: (-e.severity, e.modality, e.component, e.signal))
+    evidence = sorted(m_ev + l_ev + t_ev, key=lambda e: (e.phase == "background", -e.severity, e.modality,
+                                                         e.component, e.signal))
     components = candidates_of(window).components
     return FusedObservation(
         start=window.meta.start, end=window.meta.end, system=window.meta.system,
         modalities={k: states[k] for k in ("metrics", "logs", "traces")}, flags=flags, evidence=evidence,
         propagation=paths, component_scores=component_scores(evidence, components),
-        call_graph=call_graph_of(window),
+        call_graph=call_graph_of(window), incident_start=anchor.time.to_pydatetime(), anchor=anchor.source,
+        anchor_detail=anchor.detail,
     )
 
 
@@ -154,7 +162,7 @@ def fuse(window: Window, *, sample_id: str | None = None, label: Label | None = 
     """The RCA sample of a window; ``label`` is attached, never read."""
     observation = observe(window, config)
     candidates = candidates_of(window)
-    text = render_text(observation, candidates, baseline_fraction=config.baseline_fraction)
+    text = render_text(observation, candidates)
     prov = dict(provenance or {})
     prov.setdefault("source", window.meta.source)
     prov.setdefault("campaign", str(window.meta.extra.get("campaign", "")))

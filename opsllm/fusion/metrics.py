@@ -13,42 +13,38 @@ points beyond the threshold decides the pattern:
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
+from opsllm.fusion.kinds import floors, kind_of
 from opsllm.spec.sample import Evidence
 
-# Spread floors per metric family, in the metric's unit: below these, a change is noise.
-ABS_FLOOR = {"cpu_usage_cores": 0.005, "memory_working_set_bytes": 4 * 2**20, "restarts_total": 0.1,
-             "ready": 0.1, "request_rate": 0.05, "error_rate": 0.02, "latency_p50_ms": 0.5,
-             "latency_p99_ms": 1.0, "network_receive_bytes_per_second": 500.0,
-             "network_transmit_bytes_per_second": 500.0, "node_cpu_utilisation": 0.02,
-             "node_memory_utilisation": 0.01, "node_filesystem_usage_ratio": 0.01}
-
-
-# Spread floors relative to the baseline level: rates and histogram quantiles from a few requests a
-# second move in coarse steps, so only large relative changes count.
-REL_FLOOR = {"latency_p50_ms": 0.3, "latency_p99_ms": 0.3, "request_rate": 0.2, "error_rate": 0.2,
-             "network_receive_bytes_per_second": 0.2, "network_transmit_bytes_per_second": 0.2,
-             "cpu_usage_cores": 0.1}
 # Series that vanish when a container stops (cAdvisor's); quantiles vanish too when traffic stops,
 # which is a symptom rather than a cause.
 CONTAINER_SERIES = ("cpu_usage_cores", "memory_working_set_bytes", "network_receive_bytes_per_second",
                     "network_transmit_bytes_per_second")
 # Whole-number state changes: one restart, one readiness flip, are strong evidence whatever their z.
-STATE_SEVERITY = {"restarts_total": 30.0, "ready": 30.0}
+STATE_SEVERITY = 30.0
+
+
+def compress(z: np.ndarray | float) -> np.ndarray | float:
+    """A robust z as a severity that never saturates: linear up to 10, then logarithmic (z 100 gives 20,
+    1e6 gives 60), so that the order of strong anomalies survives without one absurd z drowning the rest."""
+    z = np.abs(z)
+    return np.where(z <= 10, z, 10 + 10 * np.log10(np.maximum(z, 10) / 10))
 
 
 @dataclass(frozen=True)
 class MetricFusionConfig:
     threshold: float = 4.0        # robust z beyond which a point is anomalous
     sustain_s: float = 30.0       # shorter excursions are spikes
-    rel_floor: float = 0.05       # spread floor relative to the baseline level
     max_evidence: int = 24
     per_component: int = 6        # so that one loud component cannot crowd out the others
-    max_z: float = 100.0          # severities are capped: beyond this, size says nothing more
+    max_background: int = 8       # earlier anomalies inside the baseline, kept as background
+    unit_floor: float = 0.05      # unknown units: spread floor as a share of the series' largest magnitude
 
 
 def _grid(metrics: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
@@ -86,7 +82,8 @@ def _longest_run(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def metric_evidence(metrics: pd.DataFrame, *, baseline_end: pd.Timestamp, end: pd.Timestamp,
                     config: MetricFusionConfig = MetricFusionConfig()) -> tuple[list[Evidence], dict]:
-    """Anomalous series of the window, strongest first; and a summary of what was read."""
+    """Anomalous series of the window, strongest first, then the baseline's own earlier anomalies
+    (``phase="background"``); and a summary of what was read."""
     summary = {"series": 0, "points": len(metrics), "nan_points": 0, "gappy_series": 0}
     if metrics.empty:
         return [], summary
@@ -103,12 +100,22 @@ def metric_evidence(metrics: pd.DataFrame, *, baseline_end: pd.Timestamp, end: p
     obs_t = times[obs_cols]
     step_s = float(np.median(np.diff(times)) / 1e9) if times.size > 1 else 1.0
 
-    with np.errstate(all="ignore"):
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        # A series with no sample in the baseline has no median: NaN, handled below, not a warning.
+        warnings.simplefilter("ignore", RuntimeWarning)
         med = np.nanmedian(base, axis=1)
         mad = np.nanmedian(np.abs(base - med[:, None]), axis=1) * 1.4826
-    floor = np.array([ABS_FLOOR.get(m, 1e-9) for m in series["metric"]])
-    rel = np.array([REL_FLOOR.get(m, config.rel_floor) for m in series["metric"]])
+    pairs = [floors(m) for m in series["metric"]]
+    floor = np.array([a for a, _ in pairs])
+    rel = np.array([r for _, r in pairs])
+    # A name of unknown unit has no absolute floor: a series flat at exactly 0 in the baseline would make
+    # any blip infinite, so its floor is a small share of its own largest magnitude in the window.
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        magnitude = np.nan_to_num(np.nanmax(np.abs(grid), axis=1), nan=0.0)
+    floor = np.maximum(floor, np.where(floor <= 1e-9, config.unit_floor * magnitude, 0.0))
     scale = np.maximum(np.nan_to_num(mad, nan=0.0), np.maximum(floor, rel * np.abs(np.nan_to_num(med))))
+    scale = np.maximum(scale, 1e-12)
     known = ~np.isnan(med)
     z = (obs - med[:, None]) / scale[:, None]
 
@@ -143,10 +150,10 @@ def metric_evidence(metrics: pd.DataFrame, *, baseline_end: pd.Timestamp, end: p
                 pattern = "spike"
             # Short blips weigh less than sustained shifts of the same height.
             weight = min(1.0, 0.35 + seconds / (2 * config.sustain_s))
-            size = STATE_SEVERITY.get(metric, min(peak, config.max_z) * weight)
+            size = STATE_SEVERITY if kind_of(str(metric)).state else float(compress(peak)) * weight
             candidates.append((size, pattern, start, length, peak, direction))
         if gap_len[i] > 0 and gap_len[i] * step_s >= 2 * step_s:
-            candidates.append((min(config.max_z, 6.0 + gap_len[i] * step_s / 10), "abrupt_drop", gap_start[i],
+            candidates.append((float(compress(6.0 + gap_len[i] * step_s / 10)), "abrupt_drop", gap_start[i],
                                gap_len[i], float("nan"), "gap"))
         if not candidates:
             continue
@@ -168,7 +175,43 @@ def metric_evidence(metrics: pd.DataFrame, *, baseline_end: pd.Timestamp, end: p
         if per.get(e.component, 0) < config.per_component:
             per[e.component] = per.get(e.component, 0) + 1
             kept.append(e)
-    return kept[:config.max_evidence], summary
+    background = _background(series, times[base_cols], base, med, scale, step_s, config)
+    return kept[:config.max_evidence] + background, summary
+
+
+def _background(series: pd.DataFrame, base_t: np.ndarray, base: np.ndarray, med: np.ndarray, scale: np.ndarray,
+                step_s: float, config: MetricFusionConfig) -> list[Evidence]:
+    """Earlier anomalies inside the baseline (earlier incidents): sustained runs beyond the threshold against
+    the baseline's own median, the strongest few, one per series. Reported, never counted for the root cause."""
+    z = np.nan_to_num((base - med[:, None]) / scale[:, None], nan=0.0)
+    longest = max(2, int(np.ceil(config.sustain_s / max(step_s, 1e-9))))
+    found = []
+    for direction, mask in (("up", z > config.threshold), ("down", z < -config.threshold)):
+        start, length = _longest_run(mask)
+        for i in np.nonzero(length >= longest)[0]:
+            run = z[i, start[i]:start[i] + length[i]]
+            found.append((float(compress(np.max(np.abs(run)))), i, int(start[i]), int(length[i]), direction))
+    found.sort(key=lambda f: (-f[0], f[1]))
+    out: list[Evidence] = []
+    seen: set[int] = set()
+    per: dict[str, int] = {}
+    for severity, i, start, length, direction in found:
+        metric, component, pod, node = (str(v) for v in series.iloc[i])
+        if i in seen or per.get(component, 0) >= 2:
+            continue
+        seen.add(i)
+        per[component] = per.get(component, 0) + 1
+        window = base[i, start:start + length]
+        out.append(Evidence(
+            modality="metrics", component=component, pod=pod, signal=metric, phase="background",
+            pattern="sustained_increase" if direction == "up" else "abrupt_drop", severity=round(severity, 3),
+            onset=pd.Timestamp(int(base_t[start]), tz="UTC").to_pydatetime(),
+            detail={"baseline": _round(med[i]), "observed": _round(float(np.nanmedian(window))),
+                    "seconds": round(length * step_s, 1), "direction": direction, "node": node},
+        ))
+        if len(out) >= config.max_background:
+            break
+    return out
 
 
 def _merge_gaps(evidence: list[Evidence]) -> list[Evidence]:

@@ -1,7 +1,8 @@
 """The compact text of a fused observation: what a model reads in its prompt.
 
 One line per piece of evidence, strongest first within each modality, with times as offsets from the
-window start so that the text does not depend on the calendar.
+incident's start (``t``: the alert, or the onset fusion found), so that the text does not depend on the
+calendar. Earlier anomalies inside the baseline follow, as background.
 """
 
 from __future__ import annotations
@@ -11,10 +12,14 @@ import pandas as pd
 from opsllm.spec.sample import Candidates, Evidence, FusedObservation
 
 
+def _offset(seconds: float) -> str:
+    return f"t{seconds:+.0f}s" if round(seconds) else "t"
+
+
 def _at(e: Evidence, start: pd.Timestamp) -> str:
     if e.onset is None:
         return ""
-    return f" from +{(pd.Timestamp(e.onset) - start).total_seconds():.0f}s"
+    return f" from {_offset((pd.Timestamp(e.onset) - start).total_seconds())}"
 
 
 def _metric_line(e: Evidence, start: pd.Timestamp) -> str:
@@ -52,18 +57,27 @@ def _num(x: float | None) -> str:
     return f"{x:.3g}" if abs(x) < 1000 else f"{x:.4g}"
 
 
-def render_text(obs: FusedObservation, candidates: Candidates, *, baseline_fraction: float) -> str:
+RENDER = {"metrics": _metric_line, "logs": _log_line, "traces": _trace_line}
+
+
+def render_text(obs: FusedObservation, candidates: Candidates) -> str:
     start, end = pd.Timestamp(obs.start), pd.Timestamp(obs.end)
-    seconds = (end - start).total_seconds()
+    t0 = pd.Timestamp(obs.incident_start) if obs.incident_start is not None else start
     states = ", ".join(f"{k} {v.state}" + (f" ({v.reason})" if v.reason else "") for k, v in obs.modalities.items())
-    lines = [f"window {seconds:.0f}s of {obs.system}; baseline: first {seconds * baseline_fraction:.0f}s; "
-             f"modalities: {states}"]
+    lines = [f"incident start t: {obs.anchor_detail or obs.anchor}",
+             f"window {_offset((start - t0).total_seconds())} to {_offset((end - t0).total_seconds())} of "
+             f"{obs.system}; baseline: before the incident; modalities: {states}"]
     if obs.flags:
         lines += ["flags:"] + [f"- {f}" for f in obs.flags]
-    for modality, render in (("metrics", _metric_line), ("logs", _log_line), ("traces", _trace_line)):
-        items = [e for e in obs.evidence if e.modality == modality]
+    incident = [e for e in obs.evidence if e.phase != "background"]
+    for modality, render in RENDER.items():
+        items = [e for e in incident if e.modality == modality]
         lines.append(f"{modality}:" if items else f"{modality}: no anomaly")
-        lines += [render(e, start) for e in items]
+        lines += [render(e, t0) for e in items]
+    background = [e for e in obs.evidence if e.phase == "background"]
+    if background:
+        lines.append("background (earlier anomalies inside the baseline, not this incident):")
+        lines += [RENDER[e.modality](e, t0) for e in background]
     if obs.propagation:
         lines.append("error paths: " + "; ".join(obs.propagation))
     if obs.component_scores:

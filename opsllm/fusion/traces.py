@@ -61,7 +61,7 @@ def trace_evidence(spans: pd.DataFrame, *, baseline_end: pd.Timestamp, end: pd.T
     summary["error_spans"] = int(s["err"].sum())
     cut, stop = pd.Timestamp(baseline_end), pd.Timestamp(end)
     first = pd.Timestamp(start) if start is not None else s["start"].min()
-    skew = _skew(s, config)
+    skew = _skew(s, config, cut)
     s = s[(s["start"] >= first) & (s["start"] < stop)].copy()
     if s.empty:
         return skew[:config.max_evidence], [], summary
@@ -143,28 +143,44 @@ def trace_evidence(spans: pd.DataFrame, *, baseline_end: pd.Timestamp, end: pd.T
     return kept[:config.max_evidence], paths, summary
 
 
-def _skew(s: pd.DataFrame, config: TraceFusionConfig) -> list[Evidence]:
-    """Spans that start before their parent or end after it: the span's pod has a shifted clock."""
+def _skew(s: pd.DataFrame, config: TraceFusionConfig, cut: pd.Timestamp) -> list[Evidence]:
+    """Spans that start outside their parent: the span's pod has a shifted clock.
+
+    Only the start counts. A child that starts inside its parent and ends after it is asynchronous work
+    (a Node.js callback finishing after the reply was sent), which every healthy window of such a service
+    shows; a clock offset moves the start too. Skew seen as often before the incident's start as after is
+    the instrumentation's, and is background.
+    """
     parents = s[["span_id", "start", "duration"]].rename(
         columns={"span_id": "parent_span_id", "start": "p_start", "duration": "p_duration"})
     child = s[s["parent_span_id"] != ""].merge(parents, on="parent_span_id", how="inner")
     if child.empty:
         return []
     tol = pd.Timedelta(milliseconds=config.skew_tolerance_ms)
-    child_end = child["start"] + pd.to_timedelta(child["duration"], unit="us")
     parent_end = child["p_start"] + pd.to_timedelta(child["p_duration"], unit="us")
     offset = (child["start"] - child["p_start"]).dt.total_seconds()
-    outside = (child["start"] < child["p_start"] - tol) | (child_end > parent_end + tol)
+    outside = (child["start"] < child["p_start"] - tol) | (child["start"] > parent_end + tol)
+    # The parent's clock places the call in time: a skewed child's own start may lie hours away.
+    observed = child["p_start"] >= cut
     out = []
     for service, grp in child[outside].groupby("service"):
-        if len(grp) < 3:
+        mine = child["service"] == service
+        n_obs, n_base = int(observed[grp.index].sum()), int((~observed[grp.index]).sum())
+        share_obs = n_obs / max(int((mine & observed).sum()), 1)
+        share_base = n_base / max(int((mine & ~observed).sum()), 1)
+        incident = n_obs >= 3 and share_obs >= 3 * share_base + 0.01
+        if not incident and n_base < 3:
             continue
-        median_offset = float(offset[grp.index].median())
+        sel = grp[observed[grp.index]] if incident else grp
+        median_offset = float(offset[sel.index].median())
         out.append(Evidence(
             modality="traces", component=str(service), pattern="clock_skew", signal="span outside its parent",
+            phase="incident" if incident else "background",
             # A span outside its parent cannot come from load or network: it is strong evidence.
-            severity=round(float(min(20 + np.log2(1 + len(grp)), 60)), 3), onset=grp["start"].min().to_pydatetime(),
-            detail={"spans": len(grp), "median_offset_s": round(median_offset, 3)},
+            severity=round(float(min(20 + np.log2(1 + len(sel)), 60)), 3),
+            onset=sel["p_start"].min().to_pydatetime(),
+            detail={"spans": len(sel), "median_offset_s": round(median_offset, 3),
+                    "share": round(share_obs if incident else share_base, 4)},
         ))
     return out
 

@@ -7,6 +7,7 @@ from the window alone: nothing in it may depend on the label.
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime
 from typing import Any, Literal
 
@@ -35,6 +36,10 @@ class Evidence(_Model):
     onset: datetime | None = Field(default=None, description="First moment the anomaly is seen (UTC).")
     detail: dict[str, Any] = Field(default_factory=dict, description="Modality-specific figures (baseline, "
                                    "peak, counts, codes, a representative line).")
+    phase: Literal["incident", "background"] = Field(
+        default="incident", description="`incident`: seen from the incident's start on (the alert, or the onset "
+        "fusion found); `background`: an earlier anomaly inside the baseline (an earlier incident), kept for the "
+        "reader but not counted towards the root cause.")
 
 
 class ModalityStatus(_Model):
@@ -62,6 +67,12 @@ class FusedObservation(_Model):
     component_scores: dict[str, float] = Field(default_factory=dict, description="Aligned evidence per component.")
     call_graph: dict[str, list[str]] = Field(default_factory=dict, description="Callees of each component, from "
                                              "the window's topology.")
+    incident_start: datetime | None = Field(default=None, description="The incident's start as fusion took it "
+                                            "(the anchor of the baseline), UTC; times in the text are offsets from it.")
+    anchor: Literal["alert", "onset", "window"] = Field(
+        default="window", description="Where incident_start came from: the window's `alert`, the `onset` that "
+        "change-point detection found on the SLIs (no alert), or the `window`'s first third (neither).")
+    anchor_detail: str = Field(default="", description="How the incident's start was found, in words.")
 
 
 class Provenance(_Model):
@@ -79,3 +90,17 @@ class RCASample(_Model):
     candidates: Candidates
     label: Label | None = None
     provenance: Provenance
+
+
+def blind(sample: RCASample, salt: bytes = b"") -> RCASample:
+    """What a predictor may see of a sample: the observation, its text and the candidates.
+
+    The label is removed, and so is everything that can carry it: the id and the provenance's campaign and
+    injection (a lab names its injection folders for humans, ``0023-network-delay-currencyservice``; an
+    imported case's path names its root cause). The id becomes an opaque digest of the original and
+    ``salt``, unique, so that a batched predictor can still key its answers by it; a random salt makes it
+    impossible to recover the original by hashing guesses.
+    """
+    digest = hashlib.sha256(salt + sample.id.encode("utf-8")).hexdigest()[:16]
+    prov = sample.provenance.model_copy(update={"campaign": "", "injection": ""})
+    return sample.model_copy(update={"id": f"s-{digest}", "label": None, "provenance": prov})

@@ -113,7 +113,7 @@ def evidence_reasoning(sample: RCASample) -> str:
     label = sample.label
     assert label is not None
     obs = sample.observation
-    own = [e for e in obs.evidence if e.component == label.component][:3]
+    own = [e for e in obs.evidence if e.component == label.component and e.phase != "background"][:3]
     parts = []
     if own:
         listed = "; ".join(f"{e.modality} {e.pattern.replace('_', ' ')} on {e.signal}" for e in own)
