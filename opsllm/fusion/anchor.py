@@ -32,7 +32,7 @@ FRONT = "frontend"
 
 @dataclass(frozen=True)
 class AnchorConfig:
-    lead_s: float = 60.0            # observation starts this long before the anchor
+    lead_s: float = 60.0            # observation starts this long before the anchor (at most a tenth of the baseline)
     min_baseline: float = 0.2       # share of the window an onset must leave before it (and >= 5 steps)
     max_points: int = 400           # SLIs are averaged down to this many points before detection
     penalty: float = 3.0            # penalty per breakpoint, times log(n) x dims
@@ -136,9 +136,9 @@ def _onset(window: Window, config: AnchorConfig) -> tuple[pd.Timestamp, str] | N
 
 
 def _observe_from(start: pd.Timestamp, time: pd.Timestamp, config: AnchorConfig) -> pd.Timestamp:
-    """The anchor less the lead, but never more than half of what lies before it: a short window keeps a
-    baseline."""
-    return max(time - pd.Timedelta(seconds=config.lead_s), start + (time - start) / 2)
+    """The anchor less the lead, but never more than a tenth of what lies before it: a short window keeps
+    its baseline (a few seconds of one are already few calls)."""
+    return max(time - pd.Timedelta(seconds=config.lead_s), start + (time - start) * 0.9)
 
 
 def anchor_of(window: Window, config: AnchorConfig = AnchorConfig()) -> Anchor:
