@@ -215,8 +215,15 @@ def test_grpo_logs_each_reward_and_gates_process_on_outcome(grpo_run):
     assert json.loads((grpo_run / "result.json").read_text())["generation"] == "transformers"
 
 
-def test_eval_rca_with_a_trained_model(sft_run, smoke_dataset):
-    result = CliRunner().invoke(app, ["eval", "rca", str(smoke_dataset), "--predictor", f"model={sft_run}",
+def test_eval_rca_with_a_trained_model(sft_run, samples, tmp_path):
+    from opsllm.data.store import DatasetStore
+    from opsllm.training.examples import cut_observation
+
+    # The tiny model learnt from observations cut to PROMPT_CHARS; it is scored on the same cut, since whole
+    # 4 KB observations are far outside what 40 steps taught it.
+    with DatasetStore.create(tmp_path / "cut", name="cut") as store:
+        store.add([cut_observation(s, PROMPT_CHARS) for s in samples])
+    result = CliRunner().invoke(app, ["eval", "rca", str(tmp_path / "cut"), "--predictor", f"model={sft_run}",
                                       "--json", "--max-new-tokens", "48", "--batch-size", "8"])
     assert result.exit_code == 0, result.output
     figures = json.loads(result.stdout)
