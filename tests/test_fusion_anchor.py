@@ -330,3 +330,13 @@ def test_a_twin_campaign_window_carries_the_alert_its_slo_rules_raise(tmp_path: 
     assert fuse_window(by_component["currencyservice"]).observation.anchor == "alert"
     assert read_window(by_component["emailservice"]).meta.alert is None
     assert fuse_window(by_component["emailservice"]).observation.anchor in ("onset", "window")
+
+
+def test_samples_sharing_an_id_are_refused_before_any_prediction():
+    from test_dataset_store import make_sample
+
+    from opsllm.errors import UsageError
+    from opsllm.evaluation.rca import score
+
+    with pytest.raises(UsageError, match="not unique"):
+        score([make_sample("window"), make_sample("window")], lambda s: pytest.fail("predicted"))

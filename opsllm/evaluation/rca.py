@@ -15,6 +15,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from opsllm.errors import UsageError
 from opsllm.evaluation.baseline import Prediction
 from opsllm.spec.sample import RCASample, blind
 
@@ -53,7 +54,9 @@ def score(samples: Iterable[RCASample], predictor: Predictor) -> dict:
     salt = os.urandom(16)
     shown = [blind(s, salt) for s in labelled]
     if len({s.id for s in shown}) != len(shown):
-        raise ValueError("sample ids are not unique; every scored sample needs its own id")
+        repeated = sorted({s.id for s in labelled if sum(t.id == s.id for t in labelled) > 1})[:3]
+        raise UsageError(f"sample ids are not unique (e.g. {', '.join(repeated)}): a batched predictor keys its "
+                         "answers by id; give every scored sample its own id (rebuild the dataset from its windows)")
     prepare = getattr(predictor, "prepare", None)
     if prepare is not None:   # a batched predictor (a model) answers all samples in one pass
         prepare(shown)
