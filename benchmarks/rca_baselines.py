@@ -8,7 +8,7 @@ component names. Every method is scored by opsllm.evaluation.rca.score on the sa
 components, with the constant guess beside them. Node cases are left out: RCAEval's methods rank services.
 
     python benchmarks/rca_baselines.py [--campaign examples/campaigns/full.yaml] [--limit 60] [--out DIR]
-    python benchmarks/rca_baselines.py --shape real [--difficulty mid] [--cases-per-family 30] [--seed 0]
+    python benchmarks/rca_baselines.py --shape real [--difficulty mid] [--cases-per-family 30] [--seeds 0 1 2]
 
 ``--shape real`` compares the methods where the held-out check did: twin windows in the real shape
 (twin.shape: real: 1-minute steps, 30 min before each fault and 5 after with the earlier faults inside, no
@@ -161,9 +161,9 @@ def components_of(columns: list[str], candidates: list[str]) -> list[str]:
     return ranking
 
 
-def real_shape(args: argparse.Namespace) -> None:
-    """The methods side by side on real-shaped twin cases, per fault family (see the module docstring)."""
-    import time
+def real_cases(args: argparse.Namespace, seed: int, scratch: Path) -> tuple[list[tuple[str, str, RCASample]], dict]:
+    """One seed's real-shaped campaign: (case key, family, fused sample) per case, and BARO's and N-Sigma's
+    rankings by case key."""
     from collections import Counter
 
     from twin_fidelity import FAMILIES, campaign_doc, family_faults, known_fault_types
@@ -186,70 +186,90 @@ def real_shape(args: argparse.Namespace) -> None:
             faults.append(entry)
             ftype = next(f.name for f in CATALOGUE if (f.kind, f.action) == (entry["kind"], entry["action"]))
             family_of[ftype] = family.name
-    campaign = parse_campaign(campaign_doc(args.difficulty, "real", faults, args.seed), source="rca-baselines")
-    began = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="rca-baselines-real-") as tmp:
-        scratch = Path(tmp)
-        check_rcaeval(scratch)
-        folder = args.out if args.out is not None else scratch / "campaign"
+    campaign = parse_campaign(campaign_doc(args.difficulty, "real", faults, seed), source="rca-baselines")
+    scratch = scratch / f"seed-{seed}"
+    folder = args.out / f"seed-{seed}" if args.out is not None else scratch / "campaign"
 
-        def progress(n: int, total: int, inj, already: bool) -> None:
-            if n % 20 == 0 or n == total:
-                print(f"  campaign: {n}/{total} injections", file=sys.stderr, flush=True)
+    def progress(n: int, total: int, inj, already: bool) -> None:
+        if n % 20 == 0 or n == total:
+            print(f"  seed {seed}: campaign {n}/{total} injections", file=sys.stderr, flush=True)
 
-        run_campaign(campaign, folder, fuse=False, on_progress=progress)
-        cases = scratch / "cases"
-        numbers: Counter[str] = Counter()
-        index = []
-        for inj in plan(campaign):
-            group = f"{inj.component}{SEPARATOR}{inj.fault_type}"
-            numbers[group] += 1
-            case = f"{group}/{numbers[group]}"
-            export_case(folder / INJECTIONS / inj.id / "window", inj.label(), cases / case)
-            (cases / case / SIDECAR).unlink()   # a public dataset's case: data and inject_time.txt only
-            index.append({"case": case, "id": case})
-        write_json_atomic(cases / "index.json", {"dataset": campaign.metadata.name, "cases": index})
-        print(f"  RCAEval: BARO and N-Sigma on {len(index)} cases", file=sys.stderr, flush=True)
-        found = run_rcaeval(cases, scratch)
-        imported = scratch / "imported"
-        import_cases(cases, imported)
-        samples = []
-        for source in sorted((imported / INJECTIONS).glob("*/source.json")):
-            case = json.loads(source.read_text())["case"]
-            label = Label.model_validate_json((source.parent / "label.json").read_text())
-            sample = fuse_window(source.parent / "window", label=label)
-            samples.append((case, sample))
-    by_family: dict[str, list[tuple[str, RCASample]]] = {f.name: [] for f in families}
-    for case, sample in samples:
+    run_campaign(campaign, folder, fuse=False, on_progress=progress)
+    cases = scratch / "cases"
+    numbers: Counter[str] = Counter()
+    index = []
+    for inj in plan(campaign):
+        group = f"{inj.component}{SEPARATOR}{inj.fault_type}"
+        numbers[group] += 1
+        case = f"{group}/{numbers[group]}"
+        export_case(folder / INJECTIONS / inj.id / "window", inj.label(), cases / case)
+        (cases / case / SIDECAR).unlink()   # a public dataset's case: data and inject_time.txt only
+        index.append({"case": case, "id": case})
+    write_json_atomic(cases / "index.json", {"dataset": campaign.metadata.name, "cases": index})
+    print(f"  seed {seed}: RCAEval's BARO and N-Sigma on {len(index)} cases", file=sys.stderr, flush=True)
+    found = run_rcaeval(cases, scratch)
+    imported = scratch / "imported"
+    import_cases(cases, imported)
+    out = []
+    for source in sorted((imported / INJECTIONS).glob("*/source.json")):
+        case = json.loads(source.read_text())["case"]
+        label = Label.model_validate_json((source.parent / "label.json").read_text())
+        # Case ids hash the case's path, the same in every seed's campaign: the seed makes them unique.
+        sample = fuse_window(source.parent / "window", label=label)
+        sample = sample.model_copy(update={"id": f"seed{seed}-{sample.id}"})
         # The lab's own fault type names come back from an import unchanged (they are in the taxonomy).
-        by_family[family_of[sample.label.fault_type]].append((case, sample))
+        out.append((f"{seed}:{case}", family_of[sample.label.fault_type], sample))
+    return out, {f"{seed}:{case}": ranks for case, ranks in found["cases"].items()}
 
-    def ranked(name: str, pairs: list[tuple[str, RCASample]]):
-        case_of = {s.text: c for c, s in pairs}
+
+def real_shape(args: argparse.Namespace) -> None:
+    """The methods side by side on real-shaped twin cases, per fault family (see the module docstring)."""
+    import time
+
+    began = time.perf_counter()
+    cases: list[tuple[str, str, RCASample]] = []
+    found: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory(prefix="rca-baselines-real-") as tmp:
+        check_rcaeval(Path(tmp))
+        for seed in args.seeds:
+            got, ranks = real_cases(args, seed, Path(tmp))
+            cases += got
+            found.update(ranks)
+
+    def ranked(name: str, group: list[tuple[str, str, RCASample]]):
+        case_of = {s.text: key for key, _, s in group}
 
         def predictor(sample: RCASample) -> Prediction:
-            columns = found["cases"][case_of[sample.text]].get(name) or []
+            columns = found[case_of[sample.text]].get(name) or []
             return Prediction(ranking=components_of(columns, sample.candidates.components), fault_type="", level="")
         return predictor
 
-    rows = []
-    for family, pairs in [*by_family.items(), ("all", [p for v in by_family.values() for p in v])]:
-        if not pairs:
-            continue
-        group = [s for _, s in pairs]
-        ours, baro, nsigma = score(group, predict), score(group, ranked("baro", pairs)), score(group, ranked(
-            "nsigma", pairs))
-        rows.append((family, len(group), ours, baro, nsigma))
-    print(f"real-shaped twin cases ({args.difficulty}, seed {args.seed}), exported as RCAEval cases and imported back;"
+    def figures(group: list[tuple[str, str, RCASample]]) -> tuple[dict, dict, dict]:
+        samples = [s for _, _, s in group]
+        return score(samples, predict), score(samples, ranked("baro", group)), score(samples, ranked("nsigma", group))
+
+    families = list(dict.fromkeys(f for _, f, _ in cases))
+    seeds = ", ".join(str(s) for s in args.seeds)
+    print(f"real-shaped twin cases ({args.difficulty}, seeds {seeds}), exported as RCAEval cases and imported back;"
           f" {time.perf_counter() - began:.0f} s")
     print(f"{'family':<16}{'cases':>6}  {'OpsLLM ac@1/ac@3':>17}  {'BARO ac@1/ac@3':>15}  {'N-Sigma ac@1/ac@3':>18}"
-          f"  {'const':>6}  leads")
-    for family, n, ours, baro, nsigma in rows:
+          f"  {'const':>6}  leads  {'per seed (OpsLLM/BARO/N-Sigma ac@1)' if len(args.seeds) > 1 else ''}")
+    overall = None
+    for family in [*families, "all"]:
+        group = [c for c in cases if family in ("all", c[1])]
+        ours, baro, nsigma = figures(group)
         lead = ours["ac@1"] > max(baro["ac@1"], nsigma["ac@1"])
         cells = [f"{f['ac@1']:.3f} / {f['ac@3']:.3f}" for f in (ours, baro, nsigma)]
-        print(f"{family:<16}{n:>6}  {cells[0]:>17}  {cells[1]:>15}  {cells[2]:>18}  "
-              f"{ours['constant_guess']['ac@1']:>6.3f}  {'yes' if lead else 'NO'}")
-    overall = rows[-1][2]
+        per_seed = ""
+        if len(args.seeds) > 1:
+            parts = []
+            for seed in args.seeds:
+                trio = figures([c for c in group if c[0].startswith(f"{seed}:")])
+                parts.append("/".join(f"{f['ac@1']:.2f}" for f in trio))
+            per_seed = "  " + "  ".join(parts)
+        print(f"{family:<16}{len(group):>6}  {cells[0]:>17}  {cells[1]:>15}  {cells[2]:>18}  "
+              f"{ours['constant_guess']['ac@1']:>6.3f}  {'yes' if lead else 'NO ':<5}{per_seed}")
+        overall = ours
     print(f"OpsLLM type accuracy (component and type): {overall['type_acc']:.3f}; candidates are the import's "
           "own fault vocabulary")
 
@@ -267,7 +287,9 @@ def main() -> None:
                         help="lab: the campaign's own windows; real: real-shaped twin cases per fault family")
     parser.add_argument("--difficulty", choices=("easy", "mid", "hard"), default="mid", help="--shape real only")
     parser.add_argument("--cases-per-family", type=int, default=30, help="--shape real only")
-    parser.add_argument("--seed", type=int, default=0, help="--shape real only: campaign seed")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
+                        help="--shape real only: campaign seeds, one campaign each; figures pooled over them and "
+                             "given per seed")
     args = parser.parse_args()
     args.limit = args.limit or None
     if args.shape == "real":

@@ -81,13 +81,29 @@ def _weight(severity: float, modality: str) -> float:
     return x if x <= 1 else 1 + float(np.log2(x))
 
 
-def _normalised(groups: dict[str, list[Evidence]]) -> dict[str, float]:
-    """Per component, the strongest item of each modality by :func:`_weight`, summed."""
+def _persistence(e: Evidence, span_s: float) -> float:
+    """The share of the incident so far that a metric anomaly lasts. A cause still acts when the window ends
+    (a fault lasts until it is mitigated), so what a blip of one step explains is a blip's worth; items with no
+    duration (traces, logs) count whole."""
+    seconds = e.detail.get("seconds") if e.modality == "metrics" else None
+    if not seconds or span_s <= 0:
+        return 1.0
+    return min(1.0, float(seconds) / span_s)
+
+
+def _incident_span(sample: RCASample) -> float:
+    obs = sample.observation
+    start = obs.incident_start or obs.start
+    return (obs.end - start).total_seconds()
+
+
+def _normalised(groups: dict[str, list[Evidence]], span_s: float = 0.0) -> dict[str, float]:
+    """Per component, the strongest item of each modality by :func:`_weight` times its persistence, summed."""
     best: dict[tuple[str, str], float] = {}
     for component, items in groups.items():
         for e in items:
             key = (component, e.modality)
-            best[key] = max(best.get(key, 0.0), _weight(e.severity, e.modality))
+            best[key] = max(best.get(key, 0.0), _weight(e.severity, e.modality) * _persistence(e, span_s))
     scores: dict[str, float] = defaultdict(float)
     for (component, _), value in best.items():
         scores[component] += value
@@ -113,7 +129,7 @@ def _own_evidence(items: list[Evidence], caller: str) -> bool:
 def rank(sample: RCASample) -> list[str]:
     groups = attribute(sample)
     candidates = sample.candidates.components
-    norm = _normalised(groups)
+    norm = _normalised(groups, _incident_span(sample))
     scores = {c: norm.get(c, 0.0) for c in candidates}
     ties = _tiebreak(groups)
     none = (0.0, float("-inf"))

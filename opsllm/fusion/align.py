@@ -106,6 +106,9 @@ def _states(window: Window) -> dict[str, ModalityStatus]:
     return states
 
 
+PHASES = ("incident", "weak", "background")   # the order evidence is listed in
+
+
 def component_scores(evidence: list[Evidence], components: list[str]) -> dict[str, float]:
     """Evidence aligned by component: the strongest item per modality, summed, so that agreeing
     modalities outrank one loud one."""
@@ -145,7 +148,7 @@ def observe(window: Window, config: FusionConfig = FusionConfig()) -> FusedObser
     # Spans go in whole: a shifted clock puts a pod's spans outside the window, and that is the evidence.
     t_ev, paths, _ = trace_evidence(window.spans, start=start, baseline_end=baseline_end, end=end,
                                     config=config.traces)
-    evidence = sorted(m_ev + l_ev + t_ev, key=lambda e: (e.phase == "background", -e.severity, e.modality,
+    evidence = sorted(m_ev + l_ev + t_ev, key=lambda e: (PHASES.index(e.phase), -e.severity, e.modality,
                                                          e.component, e.signal))
     components = candidates_of(window).components
     return FusedObservation(

@@ -29,6 +29,7 @@ class MetricKind:
     bad: Direction        # which way the metric moves when the service suffers
     sli: bool = False     # a service-level indicator (latency, errors, traffic): what SLO rules watch
     state: bool = False   # whole-number state (restarts, readiness): any change is strong evidence
+    counter: bool = False  # cumulative (restarts): what happened is an increment, not a level above the median
 
 
 KINDS: dict[str, MetricKind] = {k.name: k for k in (
@@ -42,7 +43,7 @@ KINDS: dict[str, MetricKind] = {k.name: k for k in (
     MetricKind("disk", 0.20, "up"),
     MetricKind("socket", 0.10, "up"),
     MetricKind("threads", 0.10, "up"),
-    MetricKind("restarts", 0.05, "up", state=True),
+    MetricKind("restarts", 0.05, "up", state=True, counter=True),
     MetricKind("ready", 0.05, "down", state=True),
     MetricKind("node_cpu", 0.05, "up"),
     MetricKind("node_memory", 0.05, "up"),
@@ -53,7 +54,7 @@ KINDS: dict[str, MetricKind] = {k.name: k for k in (
 # Names whose unit is known (the twin's and the collectors'): absolute floors in that unit.
 ABS_FLOOR: dict[str, float] = {
     "cpu_usage_cores": 0.002, "memory_working_set_bytes": 4 * 2**20, "restarts_total": 0.1, "ready": 0.1,
-    "request_rate": 0.05, "error_rate": 0.02, "latency_p50_ms": 0.5, "latency_p99_ms": 1.0,
+    "request_rate": 0.05, "error_rate": 0.02, "latency_p50_ms": 0.05, "latency_p99_ms": 0.1,
     "network_receive_bytes_per_second": 500.0, "network_transmit_bytes_per_second": 500.0,
     "node_cpu_utilisation": 0.02, "node_memory_utilisation": 0.01, "node_filesystem_usage_ratio": 0.01,
 }

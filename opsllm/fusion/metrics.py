@@ -44,19 +44,32 @@ class MetricFusionConfig:
     max_evidence: int = 24
     per_component: int = 6        # so that one loud component cannot crowd out the others
     max_background: int = 8       # earlier anomalies inside the baseline, kept as background
+    weak_threshold: float = 2.5   # robust z from which a sub-threshold deviation is kept as weak evidence
+    max_weak: int = 4             # weak items at most, one per component that has no anomaly
     unit_floor: float = 0.05      # unknown units: spread floor as a share of the series' largest magnitude
 
 
 def _grid(metrics: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
     """Series keys, the time axis (ns), and values as a [series, time] array with NaN for gaps."""
-    keys = metrics[["metric", "component", "pod", "node"]].astype(str)
-    codes, uniques = pd.MultiIndex.from_frame(keys).factorize()
+    # Each key column is factorised on its own and the codes combined into one integer: a MultiIndex over
+    # four string columns of every row took half of a window's fusion time.
+    columns = ("metric", "component", "pod", "node")
+    combined = np.zeros(len(metrics), dtype=np.int64)
+    labels = []
+    for name in columns:
+        col_codes, col_uniques = pd.factorize(metrics[name], use_na_sentinel=False)
+        combined = combined * len(col_uniques) + col_codes
+        labels.append(np.asarray(col_uniques, dtype=object).astype(str))
+    codes, keys = pd.factorize(combined)
+    parts = []
+    for name, values in zip(reversed(columns), reversed(labels), strict=True):
+        keys, index = np.divmod(keys, len(values))
+        parts.append((name, values[index]))
+    series = pd.DataFrame(dict(reversed(parts)))
     times = metrics["timestamp"].to_numpy(dtype="datetime64[ns]").astype(np.int64)
     t_codes, t_uniques = pd.factorize(times, sort=True)
-    grid = np.full((len(uniques), len(t_uniques)), np.nan)
+    grid = np.full((len(series), len(t_uniques)), np.nan)
     grid[codes, t_codes] = metrics["value"].to_numpy(dtype=float)
-    series = uniques.to_frame(index=False)
-    series.columns = ["metric", "component", "pod", "node"]
     return series, np.asarray(t_uniques), grid
 
 
@@ -99,12 +112,23 @@ def metric_evidence(metrics: pd.DataFrame, *, baseline_end: pd.Timestamp, end: p
     base, obs = grid[:, base_cols], grid[:, obs_cols]
     obs_t = times[obs_cols]
     step_s = float(np.median(np.diff(times)) / 1e9) if times.size > 1 else 1.0
+    # One point of a coarse series cannot tell a shift from a blip averaged into it: a sustained run spans
+    # at least two samples, whatever the step.
+    sustain = max(config.sustain_s, 2 * step_s)
 
     with np.errstate(all="ignore"), warnings.catch_warnings():
         # A series with no sample in the baseline has no median: NaN, handled below, not a warning.
         warnings.simplefilter("ignore", RuntimeWarning)
         med = np.nanmedian(base, axis=1)
         mad = np.nanmedian(np.abs(base - med[:, None]), axis=1) * 1.4826
+    # A counter that stepped up inside the baseline (a restart during an earlier incident) stays up: against
+    # the median, all of the incident would look like a new restart. Its reference is its value when the
+    # incident starts, so that only an increment after that is evidence.
+    counter = np.array([kind_of(str(m)).counter for m in series["metric"]], dtype=bool)
+    base_med = med.copy()   # the background is read against the baseline's own median
+    if counter.any():
+        last = _last_value(base[counter])
+        med[counter] = np.where(np.isnan(last), med[counter], last)
     pairs = [floors(m) for m in series["metric"]]
     floor = np.array([a for a, _ in pairs])
     rel = np.array([r for _, r in pairs])
@@ -126,47 +150,56 @@ def metric_evidence(metrics: pd.DataFrame, *, baseline_end: pd.Timestamp, end: p
     gap_start, gap_len = _longest_run(obs_gap_mask & ((base_gap < 0.05) & container)[:, None])
     summary["gappy_series"] = int((gap_len > 0).sum())
 
-    up_start, up_len = _longest_run(np.nan_to_num(z, nan=0.0) > config.threshold)
-    down_start, down_len = _longest_run(np.nan_to_num(z, nan=0.0) < -config.threshold)
+    zz = np.nan_to_num(z, nan=0.0)
     evidence: list[Evidence] = []
+    weak: list[Evidence] = []
     n_obs = obs.shape[1]
-    for i in np.nonzero(known & ((up_len > 0) | (down_len > 0) | (gap_len > 0)))[0]:
-        metric, component, pod, node = series.iloc[i]
-        candidates = []
-        for direction, start, length in (("up", up_start[i], up_len[i]), ("down", down_start[i], down_len[i])):
-            if length == 0:
+    strong = np.zeros(len(series), dtype=bool)
+    for threshold, phase in ((config.threshold, "incident"), (config.weak_threshold, "weak")):
+        up_start, up_len = _longest_run(zz > threshold)
+        down_start, down_len = _longest_run(zz < -threshold)
+        gaps = gap_len if phase == "incident" else np.zeros_like(gap_len)
+        found = known & ((up_len > 0) | (down_len > 0) | (gaps > 0)) & ~strong
+        for i in np.nonzero(found)[0]:
+            metric, component, pod, node = series.iloc[i]
+            if phase == "weak" and kind_of(str(metric)).state:
+                continue   # a state change is never weak: it crossed the threshold or did not happen
+            candidates = []
+            for direction, start, length in (("up", up_start[i], up_len[i]), ("down", down_start[i], down_len[i])):
+                if length == 0:
+                    continue
+                run = z[i, start:start + length]
+                peak = float(np.nanmax(np.abs(run)))
+                seconds = length * step_s
+                to_end = start + length >= n_obs - 1
+                if direction == "down":
+                    pattern = "persistent_deviation" if to_end and seconds >= sustain else "abrupt_drop"
+                elif to_end and seconds >= sustain:
+                    pattern = "persistent_deviation"
+                elif seconds >= sustain:
+                    pattern = "sustained_increase"
+                else:
+                    pattern = "spike"
+                # Short blips weigh less than sustained shifts of the same height.
+                weight = min(1.0, 0.35 + seconds / (2 * sustain))
+                size = STATE_SEVERITY if kind_of(str(metric)).state else float(compress(peak)) * weight
+                candidates.append((size, pattern, start, length, peak, direction))
+            if gaps[i] > 0 and gaps[i] * step_s >= 2 * step_s:
+                candidates.append((float(compress(6.0 + gaps[i] * step_s / 10)), "abrupt_drop", gap_start[i],
+                                   gaps[i], float("nan"), "gap"))
+            if not candidates:
                 continue
-            run = z[i, start:start + length]
-            peak = float(np.nanmax(np.abs(run)))
-            seconds = length * step_s
-            to_end = start + length >= n_obs - 1
-            if direction == "down":
-                pattern = "persistent_deviation" if to_end and seconds >= config.sustain_s else "abrupt_drop"
-            elif to_end and seconds >= config.sustain_s:
-                pattern = "persistent_deviation"
-            elif seconds >= config.sustain_s:
-                pattern = "sustained_increase"
-            else:
-                pattern = "spike"
-            # Short blips weigh less than sustained shifts of the same height.
-            weight = min(1.0, 0.35 + seconds / (2 * config.sustain_s))
-            size = STATE_SEVERITY if kind_of(str(metric)).state else float(compress(peak)) * weight
-            candidates.append((size, pattern, start, length, peak, direction))
-        if gap_len[i] > 0 and gap_len[i] * step_s >= 2 * step_s:
-            candidates.append((float(compress(6.0 + gap_len[i] * step_s / 10)), "abrupt_drop", gap_start[i],
-                               gap_len[i], float("nan"), "gap"))
-        if not candidates:
-            continue
-        severity, pattern, start, length, peak, direction = max(candidates, key=lambda c: c[0])
-        window = obs[i, start:start + length]
-        observed = float(np.nanmedian(window)) if direction != "gap" else None
-        evidence.append(Evidence(
-            modality="metrics", component=str(component), pod=str(pod), pattern=pattern, signal=str(metric),
-            severity=round(float(severity), 3),
-            onset=pd.Timestamp(int(obs_t[start]), tz="UTC").to_pydatetime(),
-            detail={"baseline": _round(med[i]), "observed": _round(observed), "peak_z": _round(peak),
-                    "seconds": round(float(length * step_s), 1), "direction": direction, "node": str(node)},
-        ))
+            strong[i] = True
+            severity, pattern, start, length, peak, direction = max(candidates, key=lambda c: c[0])
+            window = obs[i, start:start + length]
+            observed = float(np.nanmedian(window)) if direction != "gap" else None
+            (evidence if phase == "incident" else weak).append(Evidence(
+                modality="metrics", component=str(component), pod=str(pod), pattern=pattern, signal=str(metric),
+                severity=round(float(severity), 3), phase=phase,
+                onset=pd.Timestamp(int(obs_t[start]), tz="UTC").to_pydatetime(),
+                detail={"baseline": _round(med[i]), "observed": _round(observed), "peak_z": _round(peak),
+                        "seconds": round(float(length * step_s), 1), "direction": direction, "node": str(node)},
+            ))
     evidence = _merge_gaps(evidence)
     evidence.sort(key=lambda e: (-e.severity, e.component, e.signal, e.pod))
     kept: list[Evidence] = []
@@ -175,8 +208,21 @@ def metric_evidence(metrics: pd.DataFrame, *, baseline_end: pd.Timestamp, end: p
         if per.get(e.component, 0) < config.per_component:
             per[e.component] = per.get(e.component, 0) + 1
             kept.append(e)
-    background = _background(series, times[base_cols], base, med, scale, step_s, config)
-    return kept[:config.max_evidence] + background, summary
+    kept = kept[:config.max_evidence]
+    background = _background(series, times[base_cols], base, base_med, scale, step_s, config)
+    return kept + _weakest_gaps(weak, {e.component for e in kept}, config.max_weak) + background, summary
+
+
+def _weakest_gaps(weak: list[Evidence], loud: set[str], limit: int) -> list[Evidence]:
+    """The largest sub-threshold deviations of components with no anomaly: one per component, strongest
+    first. A weak root cause (a service burning a little more CPU under load) often stays below the
+    threshold while a blip elsewhere crosses it; without these the reader would see nothing of it."""
+    out: list[Evidence] = []
+    for e in sorted(weak, key=lambda e: (-e.severity, e.component, e.signal, e.pod)):
+        if e.component not in loud and len(out) < limit:
+            loud = loud | {e.component}
+            out.append(e)
+    return out
 
 
 def _background(series: pd.DataFrame, base_t: np.ndarray, base: np.ndarray, med: np.ndarray, scale: np.ndarray,
@@ -229,6 +275,13 @@ def _merge_gaps(evidence: list[Evidence]) -> list[Evidence]:
             "signal": "container series", "severity": max(e.severity for e in items),
             "detail": {**first.detail, "metrics": sorted(e.signal for e in items)}}))
     return rest
+
+
+def _last_value(rows: np.ndarray) -> np.ndarray:
+    """Per row, the last value that is not NaN (NaN for a row with none)."""
+    seen = ~np.isnan(rows)
+    idx = rows.shape[1] - 1 - np.argmax(seen[:, ::-1], axis=1)
+    return np.where(seen.any(axis=1), rows[np.arange(len(rows)), idx], np.nan)
 
 
 def _round(x: float | None) -> float | None:

@@ -2,7 +2,8 @@
 
 One line per piece of evidence, strongest first within each modality, with times as offsets from the
 incident's start (``t``: the alert, or the onset fusion found), so that the text does not depend on the
-calendar. Earlier anomalies inside the baseline follow, as background.
+calendar. The largest sub-threshold deviations of quiet components follow, as weak evidence, then earlier
+anomalies inside the baseline, as background.
 """
 
 from __future__ import annotations
@@ -69,11 +70,15 @@ def render_text(obs: FusedObservation, candidates: Candidates) -> str:
              f"{obs.system}; baseline: before the incident; modalities: {states}"]
     if obs.flags:
         lines += ["flags:"] + [f"- {f}" for f in obs.flags]
-    incident = [e for e in obs.evidence if e.phase != "background"]
+    incident = [e for e in obs.evidence if e.phase == "incident"]
     for modality, render in RENDER.items():
         items = [e for e in incident if e.modality == modality]
         lines.append(f"{modality}:" if items else f"{modality}: no anomaly")
         lines += [render(e, t0) for e in items]
+    weak = [e for e in obs.evidence if e.phase == "weak"]
+    if weak:
+        lines.append("weak (the largest deviations below the anomaly threshold, of components with no anomaly):")
+        lines += [RENDER[e.modality](e, t0) for e in weak]
     background = [e for e in obs.evidence if e.phase == "background"]
     if background:
         lines.append("background (earlier anomalies inside the baseline, not this incident):")

@@ -36,10 +36,11 @@ class Evidence(_Model):
     onset: datetime | None = Field(default=None, description="First moment the anomaly is seen (UTC).")
     detail: dict[str, Any] = Field(default_factory=dict, description="Modality-specific figures (baseline, "
                                    "peak, counts, codes, a representative line).")
-    phase: Literal["incident", "background"] = Field(
+    phase: Literal["incident", "weak", "background"] = Field(
         default="incident", description="`incident`: seen from the incident's start on (the alert, or the onset "
-        "fusion found); `background`: an earlier anomaly inside the baseline (an earlier incident), kept for the "
-        "reader but not counted towards the root cause.")
+        "fusion found); `weak`: seen from then on but below the anomaly threshold, the largest deviation of a "
+        "component that has no anomaly (a faint root cause is often one); `background`: an earlier anomaly inside "
+        "the baseline (an earlier incident), kept for the reader but not counted towards the root cause.")
 
 
 class ModalityStatus(_Model):
