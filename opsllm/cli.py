@@ -55,6 +55,20 @@ def _load(path: Path):
         _fail(exc)
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        out.print(__version__, highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    """OpsLLM: a fault-injection lab and post-training for operations LLMs."""
+
+
 @app.command()
 def version() -> None:
     """Print the version."""
@@ -85,14 +99,18 @@ def campaign_plan(file: CampaignFile, as_json: Annotated[bool, typer.Option("--j
     from opsllm.lab.planner import plan
 
     injections = plan(_load(file))
+    count = f"{len(injections)} injections"
     if as_json:
         sys.stdout.write(json.dumps([i.model_dump(mode="json") for i in injections], indent=2) + "\n")
+        # stderr, so that stdout stays the JSON list that scripts parse
+        err.print(count, highlight=False)
         return
     table = Table("id", "kind/action", "level", "target", "fault start (UTC)", "duration")
     for i in injections:
         table.add_row(i.id, f"{i.kind}/{i.action}", i.level, i.component,
                       i.fault_start.strftime("%Y-%m-%d %H:%M:%S"), f"{i.duration:g}s")
     out.print(table)
+    out.print(count, highlight=False)
 
 
 @campaign_app.command("render")
@@ -192,7 +210,8 @@ def eval_rca(
                          ] = "baseline",
     batch_size: Annotated[int, typer.Option(min=1, help="model=PATH: prompts per generation batch.")] = 8,
     max_new_tokens: Annotated[int, typer.Option(min=1, help="model=PATH: longest answer in tokens.")] = 512,
-    split: Annotated[str, typer.Option(help="heldout, train or all (datasets only).")] = "all",
+    split: Annotated[str, typer.Option(help="heldout (test, as exports name it), train or all (datasets only).")
+                     ] = "all",
     raw: Annotated[bool, typer.Option("--raw", help="Campaign folders: rank on every anomaly of the raw "
                                       "window instead of the fused sample's capped evidence.")] = False,
     as_json: Annotated[bool, typer.Option("--json")] = False,
@@ -202,11 +221,13 @@ def eval_rca(
 ) -> None:
     """Score a root-cause predictor: component, type and level accuracy, ac@1, ac@3, avg@5, per fault
     type, with a constant guess beside them."""
+    from opsllm.data.store import check_split
     from opsllm.evaluation.rca import score
     from opsllm.evaluation.sources import load_samples, predictor_named
     from opsllm.termination import write_termination_log
 
     try:
+        split = check_split(split, field="--split", allow_all=True)
         options = {"batch_size": batch_size, "max_new_tokens": max_new_tokens, "console": err,
                    "progress": not quiet and not as_json} if predictor.startswith(("model=", "endpoint=")) else {}
         chosen = predictor_named(predictor, **options)
@@ -255,7 +276,7 @@ def collect(
     try:
         spec = load_collector_config(config).spec
         t0, t1 = _when(start, "--start"), _when(end, "--end")
-        path = collect_window(spec, t0, t1, out_dir)
+        path = collect_window(spec, t0, t1, out_dir, require_data=True)
     except ValueError as exc:
         _fail(UsageError(str(exc)))
     except (UsageError, OperationalError) as exc:

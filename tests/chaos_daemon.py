@@ -18,9 +18,11 @@ deleting an object is immediate.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import math
+import socket
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -261,6 +263,18 @@ def _when(text: str | None) -> datetime | None:
     return datetime.fromisoformat(text.replace("Z", "+00:00")) if text else None
 
 
+def _drop(response: Any) -> None:
+    """End a watch connection now: the thread reading it sees it end, as after an API server restart."""
+    sock = getattr(getattr(response, "connection", None), "sock", None)
+    if sock is not None:
+        # close() alone leaves a read blocked in another thread; a shutdown wakes it. The reader closes the rest.
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+        return
+    with contextlib.suppress(Exception):  # no socket to reach: closing is all there is, and may race the reader
+        response.close()
+
+
 def _paused(obj: Mapping[str, Any]) -> bool:
     return ((obj.get("metadata") or {}).get("annotations") or {}).get(PAUSE_ANNOTATION) == "true"
 
@@ -314,6 +328,10 @@ class ChaosDaemonDouble:
         self._status_subresource = self._status_kinds()
         self._stop = threading.Event()
         self._watches: list[watch.Watch] = []
+        # The open connection of each (kind, namespace) watch, registered by the double itself when the API
+        # server answers: the kubernetes client's Watch has no public handle on it.
+        self._connections: dict[tuple[str, str], Any] = {}
+        self._connected = threading.Condition(self._lock)
         self._threads: list[threading.Thread] = []
 
     # -- life cycle --
@@ -335,12 +353,11 @@ class ChaosDaemonDouble:
         self._stop.set()
         with self._lock:
             watches = list(self._watches)
+            responses = list(self._connections.values())
         for w in watches:
             w.stop()
-            response = getattr(w, "_resp", None)  # unblock a read that waits for the next event
-            if response is not None:
-                with contextlib.suppress(Exception):  # a socket another thread reads: nothing to do on failure
-                    response.close()
+        for response in responses:  # unblock a read that waits for the next event
+            _drop(response)
         for thread in self._threads:
             thread.join(timeout=10)
         if self._own_api:
@@ -352,6 +369,34 @@ class ChaosDaemonDouble:
         thread.start()
 
     # -- queries for tests --
+
+    @property
+    def watch_count(self) -> int:
+        """How many watches the double keeps: one per kind and namespace."""
+        return len(KINDS) * len(self.namespaces)
+
+    def wait_connected(self, timeout: float = 30.0) -> None:
+        """Block until every watch has a connection open (so an object created now is seen as an event)."""
+        deadline = time.monotonic() + timeout
+        with self._connected:
+            while len(self._connections) < self.watch_count:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"{len(self._connections)} of {self.watch_count} watches connected within "
+                                       f"{timeout:g} s; errors: {self.errors[-3:]}")
+                self._connected.wait(left)
+
+    def break_watches(self) -> int:
+        """Cut every open watch connection, as a restarted API server would; returns how many were cut.
+
+        They are forgotten at once, so a :meth:`wait_connected` after this waits for new connections.
+        """
+        with self._lock:
+            responses = list(self._connections.values())
+            self._connections.clear()
+        for response in responses:
+            _drop(response)
+        return len(responses)
 
     def injections(self) -> list[Injected]:
         with self._lock:
@@ -420,10 +465,24 @@ class ChaosDaemonDouble:
 
     def _watch_once(self, kind: str, namespace: str, plural: str, version: str) -> str:
         w = watch.Watch()
+        key = (kind, namespace)
+        opened: list[Any] = []
+        list_objects = self.custom.list_namespaced_custom_object
+
+        # Watch reads the wrapped function's signature and docstring (the event type), so wraps keeps them.
+        @functools.wraps(list_objects)
+        def connect(*args: Any, **kwargs: Any) -> Any:
+            response = list_objects(*args, **kwargs)
+            opened.append(response)
+            with self._connected:
+                self._connections[key] = response
+                self._connected.notify_all()
+            return response
+
         with self._lock:
             self._watches.append(w)
         try:
-            for event in w.stream(self.custom.list_namespaced_custom_object, GROUP, VERSION, namespace, plural,
+            for event in w.stream(connect, GROUP, VERSION, namespace, plural,
                                   resource_version=version, timeout_seconds=30, allow_watch_bookmarks=True):
                 obj = event["object"]
                 version = (obj.get("metadata") or {}).get("resourceVersion") or version
@@ -434,6 +493,8 @@ class ChaosDaemonDouble:
         finally:
             with self._lock:
                 self._watches.remove(w)
+                if opened and self._connections.get(key) is opened[-1]:
+                    del self._connections[key]
         return version
 
     def _relist(self, kind: str, namespace: str, items: Iterable[dict[str, Any]]) -> None:

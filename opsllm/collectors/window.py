@@ -12,6 +12,7 @@ from datetime import datetime
 from pathlib import Path
 
 from opsllm.collectors.base import Collected, CollectorError
+from opsllm.errors import OperationalError
 from opsllm.lab.topology import SYSTEM_NAME, Topology
 from opsllm.spec.collect import CollectorsSpec
 from opsllm.window import PartialRecord, write_window
@@ -66,9 +67,18 @@ def collect(spec: CollectorsSpec, start: datetime, end: datetime, *,
 
 
 def collect_window(spec: CollectorsSpec, start: datetime, end: datetime, out: str | Path, *,
-                   topology: Topology | None = None, resolution_s: float | None = None) -> Path:
-    """Collect [start, end) and write it as a raw window folder at ``out``."""
+                   topology: Topology | None = None, resolution_s: float | None = None,
+                   require_data: bool = False) -> Path:
+    """Collect [start, end) and write it as a raw window folder at ``out``.
+
+    ``require_data``: raise :class:`OperationalError`, writing nothing, when no backend could be read at all
+    (a window of gaps only is usually a wrong URL or a backend that is down, not an outage worth recording)."""
     results, partial = collect(spec, start, end, topology=topology)
+    if require_data and not results:
+        raise OperationalError("no backend could be read, so no window was written: "
+                               + "; ".join(p.reason for p in partial)
+                               + ". Check the URLs in the collector config and that each backend is up and "
+                               "reachable from here")
     topo = topology or Topology(namespace=spec.namespace)
     alert, alert_problem = None, None
     if spec.alerts is not None:

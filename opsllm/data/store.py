@@ -74,6 +74,8 @@ __all__ = [
     "SPLITS",
     "SPLIT_BY",
     "DatasetStore",
+    "canonical_split",
+    "check_split",
     "check_split_by",
     "check_time_block",
     "split_key",
@@ -87,6 +89,9 @@ SCHEMA_VERSION = 2
 MANIFEST = "manifest.json"
 SHARDS = "shards"
 SPLITS: tuple[str, ...] = ("train", "heldout")
+# Every export (hf, llamafactory, verl) names the held-out split ``test``, as those tools do, so users type it.
+# The commands map it (canonical_split, check_split); the store itself keeps one name per split.
+SPLIT_ALIASES: dict[str, str] = {"test": "heldout"}
 DEFAULT_HELDOUT = 0.2
 DEFAULT_SHARD_SIZE = 1000
 UNLABELLED = "unlabelled"
@@ -101,6 +106,22 @@ DEFAULT_TIME_BLOCK = 3600
 _SHARE_TOLERANCE = 0.5
 _SHARD_NAME = re.compile(r"shard-(\d{5,})\.jsonl")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def canonical_split(value: Any) -> Any:
+    """The store's name of split ``value`` (``test`` is ``heldout``); any other value unchanged."""
+    return SPLIT_ALIASES.get(value, value) if isinstance(value, str) else value
+
+
+def check_split(value: Any, *, field: str = "split", allow_all: bool = False) -> str:
+    """The store's name of split ``value`` (``test`` is ``heldout``), else a :class:`UsageError` naming ``field``
+    and the accepted names; ``allow_all`` also accepts ``all``."""
+    split = canonical_split(value)
+    accepted = (*SPLITS, "all") if allow_all else SPLITS
+    if split not in accepted:
+        raise UsageError(f"{field} {value!r} is not a split; use one of {', '.join(accepted)} "
+                         f"({', '.join(f'{a} is {s}' for a, s in SPLIT_ALIASES.items())}, as exports name it)")
+    return split
 
 
 def check_split_by(value: Any) -> SplitBy:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,14 @@ def endpoint_spec(path: Path):
         raise UsageError(f"{path} is not an endpoint (base_url, model, ...): {problems}") from exc
 
 
+def _set_aside(injection_folder: str) -> bool:
+    """Whether an injection folder holds no window to score: an empty one a campaign put aside
+    (``<id>.empty-N``, kept for inspection while the next attempt collects anew) or the staging folder of an
+    unfinished write (``.<id>.*.tmp``). Scoring either would count the same injection twice, or a window
+    with no telemetry at all."""
+    return injection_folder.startswith(".") or re.search(r"\.empty-\d+$", injection_folder) is not None
+
+
 def load_samples(source: Path, *, split: str = "all", raw: bool = False, progress: bool = False,
                  console: Console | None = None) -> list[RCASample]:
     """Samples of a dataset folder, or of a campaign folder's windows fused now (``raw``: uncapped)."""
@@ -70,10 +79,17 @@ def load_samples(source: Path, *, split: str = "all", raw: bool = False, progres
         if raw:
             raise UsageError("--raw needs the raw windows: pass the campaign folder, not its dataset")
         return list(DatasetStore.open(source).samples(None if split == "all" else split))
-    windows = sorted(p for p in (source / "injections").glob("*/window") if p.is_dir())
-    if not windows:
+    found = sorted(p for p in (source / "injections").glob("*/window") if p.is_dir())
+    windows = [p for p in found if not _set_aside(p.parent.name)]
+    if not found:
         raise UsageError(f"{source} is neither a dataset (no {MANIFEST}) nor a campaign output folder (no "
                          "injections/*/window); pass one of those")
+    if not windows:
+        raise UsageError(f"{source} holds only windows set aside as empty or unfinished ({len(found)}: "
+                         "injections/*.empty-N, injections/.*.tmp); there is nothing to score")
+    if len(found) > len(windows) and console is not None and progress:
+        console.print(f"skipped {len(found) - len(windows)} windows set aside as empty or unfinished "
+                      "(injections/*.empty-N, injections/.*.tmp)")
     config = RAW if raw else FusionConfig()
     samples = []
     with Progress(console=console, disable=not progress, transient=True) as bar:

@@ -9,6 +9,7 @@ attached to the finished sample. A missing or empty modality is stated in the sa
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -172,7 +173,11 @@ def fuse(window: Window, *, sample_id: str | None = None, label: Label | None = 
     prov.setdefault("injection", str(window.meta.extra.get("injection", "")))
     prov.setdefault("raw_bytes", raw_bytes(window.path))
     prov["fused_bytes"] = len(text.encode())
-    ident = sample_id or prov.get("injection") or Path(window.path).name
+    # With no injection id (a window collected from a cluster) the folder's name is no id: a campaign's is
+    # always `window`, and one named by hand may name the answer. What the window covers names it stably.
+    covers = "\n".join((window.meta.system, str(window.meta.topology.get("namespace", "")),
+                         window.meta.start.isoformat(), window.meta.end.isoformat()))
+    ident = sample_id or prov.get("injection") or f"window-{hashlib.sha256(covers.encode()).hexdigest()[:12]}"
     return RCASample(id=ident, observation=observation, text=text, candidates=candidates, label=label,
                      provenance=Provenance(**prov))
 

@@ -40,7 +40,7 @@ import kopf
 
 from opsllm.errors import OpsLLMError, SpecError
 from opsllm.operator import kube, metrics
-from opsllm.operator.run import settings
+from opsllm.operator.settings import settings
 from opsllm.spec.campaign import InjectionCampaign, parse_campaign
 from opsllm.spec.chaosmesh import GROUP_VERSION as CHAOS_API
 from opsllm.spec.chaosmesh import chaos_name, render
@@ -102,7 +102,12 @@ def _event(obj: dict[str, Any], reason: str, message: str, *, warning: bool = Fa
     try:
         (kopf.warn if warning else kopf.info)(obj, reason=reason, message=message)
     except Exception:  # outside a Kopf context (direct calls in tests): events are best effort
-        log.info("%s %s: %s", obj.get("metadata", {}).get("name"), reason, message)
+        log.info("%s %s: %s", (obj.get("metadata") or {}).get("name"), reason, message)
+
+
+def _phase(obj: dict[str, Any] | None) -> str | None:
+    # A status the API server holds as null (a client that wrote `status: null`) is no status yet.
+    return ((obj or {}).get("status") or {}).get("phase")
 
 
 def _patch_campaign(campaign: dict[str, Any], status: dict[str, Any]) -> dict[str, Any]:
@@ -136,7 +141,7 @@ def _fail_campaign(campaign: dict[str, Any], reason: str, message: str) -> None:
     status = campaign.get("status") or {}
     generation = campaign["metadata"].get("generation")
     _patch_campaign(campaign, {"phase": "Failed", "message": message, "completionTime": _iso(_now()),
-                               "observedGeneration": generation,
+                               "observedGeneration": generation, "currentInjection": None,
                                "conditions": _condition(status, "Ready", False, reason, message, generation)})
     _event(campaign, reason, message, warning=True)
 
@@ -247,8 +252,7 @@ def step(namespace: str, name: str) -> float | None:
         return _abort(campaign, spec, injections)
     if status.get("phase") in (None, "Pending", "Deploying") and not _system_ready(campaign, spec):
         return 2.0
-    current = next((p for p in planned if injections.get(p.index, {}).get("status", {}).get("phase")
-                    not in FINISHED), None)
+    current = next((p for p in planned if _phase(injections.get(p.index)) not in FINISHED), None)
     _report(campaign, spec, planned, injections, current)
     if current is None:
         return _finish(campaign, planned, injections)
@@ -285,15 +289,30 @@ def _report(campaign: dict[str, Any], spec: InjectionCampaign, planned: list[Pla
 
 def _finish(campaign: dict[str, Any], planned: list[PlannedInjection],
             injections: dict[int, dict[str, Any]]) -> None:
-    failed = sum((i.get("status") or {}).get("phase") == "Failed" for i in injections.values())
-    message = f"{len(planned) - failed} of {len(planned)} injections gave a sample"
+    failed = [i for i in injections.values() if _phase(i) == "Failed"]
     generation = campaign["metadata"].get("generation")
+    if planned and len(failed) == len(planned):
+        # Nothing was learnt: calling that a success would hide a broken lab (collectors, RBAC, Chaos Mesh).
+        _fail_campaign(campaign, "AllInjectionsFailed", _all_failed_message(campaign, failed))
+        return None
+    message = f"{len(planned) - len(failed)} of {len(planned)} injections gave a sample"
+    if failed:
+        message += f"; {len(failed)} failed (their status messages and events say why)"
     _patch_campaign(campaign, {"phase": "Succeeded", "completionTime": _iso(_now()), "message": message,
                                "currentInjection": None,
                                "conditions": _condition(campaign.get("status") or {}, "Ready", True,
                                                         "Completed", message, generation)})
     _event(campaign, "Completed", message)
     return None
+
+
+def _all_failed_message(campaign: dict[str, Any], failed: list[dict[str, Any]]) -> str:
+    meta = campaign["metadata"]
+    first = failed[0]
+    why = (first.get("status") or {}).get("message") or "no message"
+    return (f"every injection failed ({len(failed)} of {len(failed)}), so the campaign gave no sample. The "
+            f"first, {first['metadata']['name']}: {why}. Each Injection's status.message and events say why: "
+            f"kubectl describe injections -n {meta['namespace']} -l {L_CAMPAIGN}={meta['name']}")
 
 
 def _abort(campaign: dict[str, Any], spec: InjectionCampaign, injections: dict[int, dict[str, Any]]) -> None:
@@ -362,7 +381,7 @@ def _sweep_orphans(campaign: dict[str, Any], chaos_ns: str, injections: dict[int
     live = {i["spec"]["id"] for i in injections.values()
             if (i.get("status") or {}).get("phase") in ("Pending", "Injecting")}
     for obj in _chaos_objects(chaos_ns, {L_UID: campaign["metadata"]["uid"]}):
-        if obj["metadata"].get("labels", {}).get(L_INJECTION) not in live and _delete_chaos(obj):
+        if (obj["metadata"].get("labels") or {}).get(L_INJECTION) not in live and _delete_chaos(obj):
             _event(campaign, "OrphanRemoved", f"deleted chaos object {obj['kind']} {obj['metadata']['name']} "
                    "that no running injection owned", warning=True)
 
@@ -386,7 +405,7 @@ def _create_injection(campaign: dict[str, Any], spec: InjectionCampaign, inj: Pl
         "spec": planned.model_dump(mode="json", exclude_none=True),
     }
     created = kube.create(body)
-    if created["metadata"].get("labels", {}).get(L_UID) != meta["uid"]:
+    if (created["metadata"].get("labels") or {}).get(L_UID) != meta["uid"]:
         raise kopf.PermanentError(f"Injection {body['metadata']['name']} exists and belongs to another campaign")
     _event(campaign, "InjectionCreated", f"injection {inj.index + 1}: {inj.fault_type} on {inj.component}; "
            f"fault in {spec.spec.timing.baseline:g} s")
@@ -464,7 +483,7 @@ def _start_fault(campaign: dict[str, Any], spec: InjectionCampaign, inj: Planned
     else:
         # Adopted after a restart: the object's creation (to the second) is the best record of the start.
         started = _time(existing["metadata"]["creationTimestamp"])
-    if existing["metadata"].get("labels", {}).get(L_UID) != campaign["metadata"]["uid"]:
+    if (existing["metadata"].get("labels") or {}).get(L_UID) != campaign["metadata"]["uid"]:
         message = (f"a chaos object named {chaos_name(inj)} in {chaos_ns} belongs to another campaign; "
                    "rename this campaign")
         _patch_injection(injection, {"phase": "Failed", "message": message,

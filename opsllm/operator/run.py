@@ -10,25 +10,10 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from opsllm.operator.settings import ENV_FILE, OperatorSettings, load_settings
+from opsllm.operator.settings import ENV_FILE, configure, load_settings, settings
 
 if TYPE_CHECKING:
     import kopf
-
-_settings: OperatorSettings | None = None
-
-
-def settings() -> OperatorSettings:
-    """The settings the running operator was started with (defaults in tests that call handlers directly)."""
-    global _settings
-    if _settings is None:
-        _settings = load_settings(os.environ.get(ENV_FILE))
-    return _settings
-
-
-def configure(new: OperatorSettings) -> None:
-    global _settings
-    _settings = new
 
 
 def run(*, config: str | Path | None = None, kubeconfig: str | Path | None = None,

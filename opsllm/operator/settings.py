@@ -6,6 +6,7 @@ model), so the chart, its schema and the operator read the same fields.
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,10 @@ from opsllm.spec.collect import CollectorsSpec
 # Never a lab, whatever the settings say: faults there could take the cluster down.
 FORBIDDEN_NAMESPACES = frozenset({"kube-system", "kube-public", "kube-node-lease"})
 ENV_FILE = "OPSLLM_OPERATOR_CONFIG"
+
+# The running operator's settings live here, not in ``run``: the handler modules read them, and ``run``
+# imports those modules to register them, so keeping them in ``run`` would make an import circle.
+_current: OperatorSettings | None = None
 
 
 class _Spec(BaseModel):
@@ -101,3 +106,17 @@ def load_settings(path: str | Path | None) -> OperatorSettings:
         lines = "\n".join(f"  {w}: {m}" for w, m in problems)
         raise SpecError(f"operator settings {path} are invalid:\n{lines}", problems=problems,
                         source=str(path)) from exc
+
+
+def settings() -> OperatorSettings:
+    """The settings the running operator was started with (defaults in tests that call handlers directly)."""
+    global _current
+    if _current is None:
+        _current = load_settings(os.environ.get(ENV_FILE))
+    return _current
+
+
+def configure(new: OperatorSettings | None) -> None:
+    """Make ``new`` the running operator's settings; None reads them again from $OPSLLM_OPERATOR_CONFIG."""
+    global _current
+    _current = new

@@ -79,8 +79,8 @@ def stage_job_changed(body: kopf.Body, namespace: str, event: dict[str, Any], **
         reconcile(run)
 
 
-def _unfinished(status: kopf.Status, **_: Any) -> bool:
-    return status.get("phase") not in _DONE
+def _unfinished(status: kopf.Status | None, **_: Any) -> bool:
+    return (status or {}).get("phase") not in _DONE
 
 
 @kopf.timer(GROUP, VERSION, PLURAL, interval=_TIMER_INTERVAL, initial_delay=_TIMER_INTERVAL, when=_unfinished,

@@ -49,6 +49,7 @@ def _override(data: dict[str, Any], assignment: str) -> None:
 
 
 def load_config(path: Path, stage: str, overrides: list[str] | None = None) -> Any:
+    from opsllm.data.store import canonical_split
     from opsllm.spec.campaign import read_document
     from opsllm.spec.training import parse_training_config
 
@@ -56,6 +57,10 @@ def load_config(path: Path, stage: str, overrides: list[str] | None = None) -> A
     if isinstance(data, dict):
         for assignment in overrides or []:
             _override(data, assignment)
+        if isinstance(data.get("data"), dict):
+            for key in ("split", "eval_split"):
+                if key in data["data"]:
+                    data["data"][key] = canonical_split(data["data"][key])
     return parse_training_config(data, source=str(path), expect=stage)
 
 

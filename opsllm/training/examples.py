@@ -30,6 +30,7 @@ __all__ = [
     "grpo_rows",
     "load_rows",
     "load_samples_of",
+    "node_components",
     "qa_rows",
     "sft_examples",
     "sft_rows",
@@ -146,17 +147,46 @@ def qa_rows(path: str | Path) -> list[dict[str, Any]]:
              "completion": [{"role": "assistant", "content": r["answer"]}]} for r in load_rows(path, "qa")]
 
 
+def node_components(sample: RCASample) -> list[str]:
+    """The candidates of ``sample`` that are nodes, for the reward's level check.
+
+    A sample keeps no topology, and its candidates are services, then nodes, with no mark where the nodes
+    begin; absence from the call graph cannot mark a node either, since a traceless import has no call graph
+    at all. So the split comes from the names the sample itself gives each kind. Nodes: the node each metric
+    series ran on or is about, and the label's node. Services: the call graph's members, the components of
+    log, trace and pod evidence, and the label's component below node level. The label decides for its own
+    component, the only one whose level the reward ever checks (the column feeds the reward, never the
+    prompt), so a right answer is always rewarded. While the order holds (no known service after the first
+    named node) every candidate from that node on is a node; otherwise (an import that sorted its nodes among
+    its services) only the named nodes are, so that no service is ever taken for a node.
+    """
+    obs, label = sample.observation, sample.label
+    nodes = {str(e.detail["node"]) for e in obs.evidence if e.modality == "metrics" and e.detail.get("node")}
+    services = set(obs.call_graph) | {c for cs in obs.call_graph.values() for c in cs}
+    services |= {e.component for e in obs.evidence if e.modality != "metrics" or e.pod}
+    if label is not None:
+        for name, is_node in ((label.component, label.level == "node"), (label.node, True)):
+            if name:
+                (nodes if is_node else services).add(name)
+                (services if is_node else nodes).discard(name)
+    components = sample.candidates.components
+    named = [i for i, c in enumerate(components) if c in nodes and c not in services]
+    if not named:
+        return []
+    rest = components[named[0]:]
+    return rest if services.isdisjoint(rest) else [components[i] for i in named]
+
+
 def grpo_rows(samples: Iterable[RCASample], *, max_prompt_chars: int = 12_000) -> list[dict[str, Any]]:
     rows = []
     for s in samples:
         assert s.label is not None
-        services = set(s.observation.call_graph) | {c for cs in s.observation.call_graph.values() for c in cs}
         rows.append({"prompt": build_messages(cut_observation(s, max_prompt_chars)), "id": s.id,
                      "label_component": s.label.component, "label_level": s.label.level,
                      "label_fault_type": s.label.fault_type,
                      "candidate_components": list(s.candidates.components),
                      "candidate_fault_types": list(s.candidates.fault_types),
-                     "node_components": [c for c in s.candidates.components if c not in services]})
+                     "node_components": node_components(s)})
     return rows
 
 

@@ -159,19 +159,21 @@ class RewardFunctions:
         texts = [completion_text(c) for c in completions]
         prompt_texts = [_prompt_text(p) for p in prompts]
         stage = self.stage_of()
-        key = (stage, tuple(prompt_texts), tuple(texts))
-        if self._last is not None and self._last[0] == key:
-            return self._last[1]
         missing = [c for c in COLUMNS if c not in columns]
         if missing:
             raise ValueError(f"the GRPO dataset lacks the columns {', '.join(missing)}; build it with "
                              "opsllm.training.examples.grpo_rows")
-        refs = [Reference(component=columns["label_component"][i], level=columns["label_level"][i],
-                          fault_type=columns["label_fault_type"][i],
-                          components=tuple(columns["candidate_components"][i]),
-                          fault_types=tuple(columns["candidate_fault_types"][i]),
-                          nodes=frozenset(columns["node_components"][i]))
-                for i in range(len(texts))]
+        refs = tuple(Reference(component=columns["label_component"][i], level=columns["label_level"][i],
+                               fault_type=columns["label_fault_type"][i],
+                               components=tuple(columns["candidate_components"][i]),
+                               fault_types=tuple(columns["candidate_fault_types"][i]),
+                               nodes=frozenset(columns["node_components"][i]))
+                     for i in range(len(texts)))
+        # The key holds everything gated_rewards reads (the scorer is fixed per instance): the same
+        # completions against other labels or candidates are another batch, not the one cached.
+        key = (stage, tuple(prompt_texts), tuple(texts), refs)
+        if self._last is not None and self._last[0] == key:
+            return self._last[1]
         result = gated_rewards(prompt_texts, texts, refs, stage, self.scorer)
         self._last = (key, result)
         return result
