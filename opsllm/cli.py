@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-from rich.table import Table
+from rich.table import Column, Table
 
 from opsllm import __version__
 from opsllm.data.cli import SplitByOption, TimeBlockOption, dataset_app
@@ -93,17 +93,49 @@ def campaign_validate(file: CampaignFile, crds: Crds = None) -> None:
     out.print(f"[green]ok[/] {file}: {len(injections)} injections{checked} valid")
 
 
+MemoryBudget = Annotated[str, typer.Option("--memory-budget", help="Refuse a plan whose estimated peak memory "
+                                            "on the twin is over this, e.g. 8GiB or 512MiB.")]
+
+
+def _estimate_line(file: Path, campaign, injections, budget: str) -> str:
+    """The plan's estimated cost; UsageError when its peak memory is over ``budget``."""
+    from opsllm.lab.planner import estimate
+    from opsllm.spec.duration import format_duration
+    from opsllm.spec.sizes import format_bytes, parse_bytes
+
+    try:
+        limit = parse_bytes(budget)
+    except ValueError as exc:
+        raise UsageError(f"--memory-budget: {exc}") from exc
+    e = estimate(campaign, injections)
+    if e.peak_memory_bytes > limit:
+        raise UsageError(f"{file}: the twin would need about {format_bytes(e.peak_memory_bytes)} of memory for its "
+                         f"longest window ({format_duration(e.longest_window_s)}, {e.series} series, "
+                         f"{campaign.spec.system.loadGenerator.users} users), over --memory-budget {budget}; "
+                         "shorten spec.timing (collectionWindow, baseline, faultDuration, cooldown) or the faults' "
+                         "duration, lower spec.system.loadGenerator.users, or raise --memory-budget")
+    return (f"estimate: {format_duration(e.simulated_s)} simulated, about {format_bytes(e.disk_bytes)} on disk, "
+            f"{format_bytes(e.peak_memory_bytes)} peak memory (budget {budget})")
+
+
 @campaign_app.command("plan")
-def campaign_plan(file: CampaignFile, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
-    """Print the injections a campaign plans, in order."""
+def campaign_plan(file: CampaignFile, as_json: Annotated[bool, typer.Option("--json")] = False,
+                  memory_budget: MemoryBudget = "8GiB") -> None:
+    """Print the injections a campaign plans, in order, and an estimate of what running them on the twin costs."""
     from opsllm.lab.planner import plan
 
-    injections = plan(_load(file))
+    campaign = _load(file)
+    injections = plan(campaign)
+    try:
+        cost = _estimate_line(file, campaign, injections, memory_budget)
+    except UsageError as exc:
+        _fail(exc)
     count = f"{len(injections)} injections"
     if as_json:
         sys.stdout.write(json.dumps([i.model_dump(mode="json") for i in injections], indent=2) + "\n")
         # stderr, so that stdout stays the JSON list that scripts parse
         err.print(count, highlight=False)
+        err.print(cost, highlight=False)
         return
     table = Table("id", "kind/action", "level", "target", "fault start (UTC)", "duration")
     for i in injections:
@@ -111,6 +143,7 @@ def campaign_plan(file: CampaignFile, as_json: Annotated[bool, typer.Option("--j
                       i.fault_start.strftime("%Y-%m-%d %H:%M:%S"), f"{i.duration:g}s")
     out.print(table)
     out.print(count, highlight=False)
+    out.print(cost, highlight=False)
 
 
 @campaign_app.command("render")
@@ -134,10 +167,18 @@ def campaign_run(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     split_by: SplitByOption = None,
     time_block: TimeBlockOption = None,
+    memory_budget: MemoryBudget = "8GiB",
 ) -> None:
     """Run a campaign on the twin: one raw telemetry window, label and Chaos Mesh object per injection."""
     campaign = _load(file)
     from opsllm.lab.campaign import run_campaign
+    from opsllm.lab.planner import plan
+
+    try:
+        # Before any work: a window too long for this machine was an out-of-memory kill halfway through.
+        _estimate_line(file, campaign, plan(campaign)[:limit], memory_budget)
+    except UsageError as exc:
+        _fail(exc)
 
     progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TextColumn("{task.fields[current]}"), TimeElapsedColumn(), TimeRemainingColumn(),
@@ -187,6 +228,7 @@ def _write_report(folder: Path, result: dict) -> None:
     from opsllm.files import write_json_atomic, write_text_atomic
 
     rows = [(result["predictor"], result), ("constant guess", result["constant_guess"])]
+    rows += [(k, v) for k, v in result["per_kind"].items()]
     rows += [(k, v) for k, v in result["per_fault_type"].items()]
     lines = [f"# RCA evaluation: {result['predictor']} on {result['source']}", "",
              "| | samples | " + " | ".join(_REPORT_COLUMNS) + " |", "|---" * (len(_REPORT_COLUMNS) + 2) + "|"]
@@ -210,29 +252,44 @@ def eval_rca(
                          ] = "baseline",
     batch_size: Annotated[int, typer.Option(min=1, help="model=PATH: prompts per generation batch.")] = 8,
     max_new_tokens: Annotated[int, typer.Option(min=1, help="model=PATH: longest answer in tokens.")] = 512,
-    split: Annotated[str, typer.Option(help="heldout (test, as exports name it), train or all (datasets only).")
-                     ] = "all",
-    raw: Annotated[bool, typer.Option("--raw", help="Campaign folders: rank on every anomaly of the raw "
-                                      "window instead of the fused sample's capped evidence.")] = False,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+    split: Annotated[str, typer.Option(help="heldout (test, as exports name it), train or all (datasets, and "
+                                       "campaign folders with a dataset).")] = "all",
+    raw: Annotated[bool, typer.Option("--raw", help="Campaign folders: fuse the windows anew and rank on every "
+                                      "anomaly of the raw window instead of the fused sample's capped "
+                                      "evidence.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print every figure as JSON on stdout (progress "
+                                          "stays on stderr).")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress on stderr.")] = False,
     report: Annotated[Path | None, typer.Option("--out", help="Also write the report to this folder "
                                                 "(report.json and report.md).")] = None,
+    errors: Annotated[Path | None, typer.Option("--errors", help="Also write every prediction beside its truth "
+                                                "to this JSONL file, one line per labelled sample.",
+                                                show_default=False)] = None,
 ) -> None:
-    """Score a root-cause predictor: component, type and level accuracy, ac@1, ac@3, avg@5, per fault
-    type, with a constant guess beside them."""
+    """Score a root-cause predictor: component, type and level accuracy, ac@1, ac@3, avg@5, per Chaos Mesh
+    kind and per fault type, with a constant guess beside them. A campaign folder is scored from its
+    dataset where that holds every window as it is now, else (and with --raw) from its windows fused anew."""
     from opsllm.data.store import check_split
-    from opsllm.evaluation.rca import score
-    from opsllm.evaluation.sources import load_samples, predictor_named
+    from opsllm.evaluation.rca import prediction_record, score
+    from opsllm.evaluation.sources import load_samples, predictor_named, progress_of
     from opsllm.termination import write_termination_log
 
+    # Progress goes to stderr even with --json, which keeps stdout to itself: a long run must not look hung.
     try:
         split = check_split(split, field="--split", allow_all=True)
         options = {"batch_size": batch_size, "max_new_tokens": max_new_tokens, "console": err,
-                   "progress": not quiet and not as_json} if predictor.startswith(("model=", "endpoint=")) else {}
+                   "progress": not quiet} if predictor.startswith(("model=", "endpoint=")) else {}
         chosen = predictor_named(predictor, **options)
-        samples = load_samples(source, split=split, raw=raw, progress=not quiet and not as_json, console=err)
-        result = score(samples, chosen)
+        samples = load_samples(source, split=split, raw=raw, progress=not quiet, console=err)
+        records: list[dict] = []
+        labelled = sum(s.label is not None for s in samples)
+        with progress_of(err, not quiet, "scoring samples", labelled) as advance:
+            def seen(sample, prediction) -> None:
+                if errors is not None:
+                    records.append(prediction_record(sample, prediction))
+                advance()
+
+            result = score(samples, chosen, on_prediction=seen)
     except (UsageError, OperationalError) as exc:
         _fail(exc)
     write_termination_log(result)
@@ -240,16 +297,35 @@ def eval_rca(
     result["source"] = str(source)
     if report is not None:
         _write_report(report, result)
+    if errors is not None:
+        from opsllm.files import write_text_atomic
+
+        try:
+            write_text_atomic(errors, "".join(json.dumps(r) + "\n" for r in records))
+        except OSError as exc:
+            _fail(OperationalError(f"cannot write the predictions to {errors}: {exc}"))
     if as_json:
         sys.stdout.write(json.dumps(result, indent=2) + "\n")
         return
-    table = Table("", "samples", "component_acc", "type_acc", "level_acc", "ac@1", "ac@3", "avg@5")
-    rows = [(predictor, result), ("constant guess", result["constant_guess"])]
-    rows += [(f"  {k}", v) for k, v in result["per_fault_type"].items()]
+    out.print(_figures_table("predictor", [(predictor, result), ("constant guess", result["constant_guess"])]))
+    out.print(_figures_table("kind", list(result["per_kind"].items())))
+    out.print(_figures_table("fault type", list(result["per_fault_type"].items())))
+    out.print("type: component and fault type both right; level: the level right; ac@k: the root cause among "
+              "the first k (ac@1 is the component accuracy); avg@5: the mean of ac@1..ac@5", highlight=False)
+
+
+# Short headers, and no component_acc column (it is ac@1), keep the longest fault type and kind names (20
+# characters) whole in 80 columns; a longer name (an imported dataset's) folds rather than losing its end.
+_TABLE_FIGURES = (("type", "type_acc"), ("level", "level_acc"), ("ac@1", "ac@1"), ("ac@3", "ac@3"),
+                  ("avg@5", "avg@5"))
+
+
+def _figures_table(first: str, rows: list[tuple[str, dict]]) -> Table:
+    table = Table(Column(first, overflow="fold"), Column("samples", justify="right", no_wrap=True),
+                  *(Column(header, justify="right", no_wrap=True) for header, _ in _TABLE_FIGURES))
     for name, r in rows:
-        table.add_row(name, str(r["samples"]), *(f"{r[k]:.3f}" for k in
-                                                 ("component_acc", "type_acc", "level_acc", "ac@1", "ac@3", "avg@5")))
-    out.print(table)
+        table.add_row(name, str(r["samples"]), *(f"{r[key]:.3f}" for _, key in _TABLE_FIGURES))
+    return table
 
 
 def _when(text: str, name: str) -> datetime:
@@ -344,11 +420,17 @@ def lab_simulate(
 ) -> None:
     """Write one fault-free window of the twin."""
     from opsllm.lab.twin import Twin
-    from opsllm.spec.duration import parse_duration
+    from opsllm.spec.duration import check_limit, parse_duration
     from opsllm.window import write_window
 
     try:
         seconds = parse_duration(duration)
+        if seconds < 1:
+            raise ValueError(f"{duration!r} is shorter than the twin's one-second step; give at least 1s, e.g. 15m")
+        check_limit(seconds)  # the twin holds the whole window in memory
+    except ValueError as exc:
+        _fail(UsageError(f"--duration: {exc}"))
+    try:
         t0 = datetime.fromisoformat(start.replace("Z", "+00:00")).astimezone(UTC)
         twin = Twin(difficulty=difficulty)
     except ValueError as exc:

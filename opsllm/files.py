@@ -9,10 +9,14 @@ sibling in the same folder (so the final rename stays on one filesystem), flushe
 from __future__ import annotations
 
 import errno
+import fcntl
 import json
 import os
+import re
 import secrets
 import shutil
+import signal
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from datetime import UTC, date, datetime
@@ -25,9 +29,14 @@ import pyarrow.parquet as pq
 from opsllm.errors import StorageError
 
 __all__ = [
+    "FileLock",
+    "LockHeld",
+    "Terminated",
     "atomic_dir",
     "dumps_json",
     "format_datetime",
+    "remove_stale_temps",
+    "sigterm_as_interrupt",
     "write_bytes_atomic",
     "write_json_atomic",
     "write_parquet_atomic",
@@ -62,9 +71,12 @@ def _storage_error(action: str, path: Path, exc: OSError) -> StorageError:
     return StorageError(f"could not {action} {path}: {reason}; {hint}", path=str(path))
 
 
+_TEMP_TOKEN_BYTES = 6
+
+
 def _temp_sibling(path: Path) -> Path:
     # Hidden and unique, so concurrent writers never collide and globs over the folder skip it.
-    return path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    return path.with_name(f".{path.name}.{secrets.token_hex(_TEMP_TOKEN_BYTES)}.tmp")
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -202,3 +214,151 @@ def atomic_dir(final_path: str | os.PathLike[str]) -> Iterator[Path]:
                                "output path", path=str(final)) from exc
         raise _storage_error("move the finished folder to", final, exc) from exc
     _fsync_dir(final.parent)
+
+
+def remove_stale_temps(final_path: str | os.PathLike[str]) -> list[Path]:
+    """Remove the temporary siblings :func:`atomic_dir` and the atomic writes left for ``final_path``
+    when their process was killed; returns what was removed.
+
+    Only call it while holding a lock that every writer of ``final_path`` takes (see :class:`FileLock`):
+    the temporary sibling of a live writer looks exactly like a dead one's.
+    """
+    final = Path(final_path)
+    # The exact shape, not a glob: ``.hf.*.tmp`` would also match the temporaries of a target ``hf.v2``,
+    # which another writer, holding another lock, may be filling right now.
+    shape = re.compile(rf"\.{re.escape(final.name)}\.[0-9a-f]{{{2 * _TEMP_TOKEN_BYTES}}}\.tmp")
+    removed = []
+    with suppress(FileNotFoundError):
+        for entry in final.parent.iterdir():
+            if shape.fullmatch(entry.name):
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry, ignore_errors=True)
+                else:
+                    with suppress(OSError):
+                        entry.unlink()
+                removed.append(entry)
+    return removed
+
+
+class LockHeld(StorageError):
+    """Another process (or another open writer of this one) holds the lock; ``pid`` is its process id
+    when it wrote one."""
+
+    def __init__(self, message: str, *, path: str, pid: int | None) -> None:
+        self.pid = pid
+        super().__init__(message, path=path)
+
+
+class FileLock:
+    """An exclusive ``flock`` on ``path``, refused at once (never waited for) while another holder has it.
+
+    The kernel drops a flock when its holder's process ends, however it ends, so a killed process never
+    leaves a lock that blocks the next run; the file it leaves (holding its pid) is taken over. The holder
+    writes its pid into the file for the refusal to name, and removes the file on release, so that a
+    finished run leaves no trace in its output. Two :class:`FileLock` objects on one path exclude each
+    other even in one process (a flock belongs to the open file, not to the process).
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self._fd: int | None = None
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def acquire(self) -> FileLock:
+        """Take the lock, or raise :class:`LockHeld` naming the holder's pid; a no-op when already held."""
+        if self._fd is not None:
+            return self
+        while True:
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+            except OSError as exc:
+                raise _storage_error("create the lock file", self.path, exc) from exc
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                pid = _read_pid(fd)
+                os.close(fd)
+                raise LockHeld(f"{self.path} is locked by {'process ' + str(pid) if pid else 'another process'}",
+                               path=str(self.path), pid=pid) from None
+            except OSError as exc:
+                os.close(fd)
+                raise _storage_error("lock", self.path, exc) from exc
+            # A holder removes the file on release: if it did so between our open and our flock, we locked
+            # a file nobody else will open, so start again on the one now at the path.
+            try:
+                same = os.path.samestat(os.stat(self.path), os.fstat(fd))
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except OSError as exc:
+            os.close(fd)
+            raise _storage_error("write the lock file", self.path, exc) from exc
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        """Give the lock up (a no-op when not held)."""
+        fd, self._fd = self._fd, None
+        if fd is None:
+            return
+        # Removed before the flock goes, so that no one can lock this file once it stops being the lock; and
+        # only if it is still ours (someone may have deleted it by hand and another holder made a new one).
+        with suppress(OSError):
+            if os.path.samestat(os.stat(self.path), os.fstat(fd)):
+                os.unlink(self.path)
+        os.close(fd)
+
+    def __enter__(self) -> FileLock:
+        return self.acquire()
+
+    def __exit__(self, *_exc: object) -> None:
+        self.release()
+
+    def __del__(self) -> None:
+        # A writer dropped without release: closing the file descriptor is what frees the lock. Failures are
+        # swallowed, as at interpreter exit, where the kernel drops the flock with the process anyway.
+        with suppress(Exception):
+            self.release()
+
+
+def _read_pid(fd: int) -> int | None:
+    try:
+        text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the process was when it arrived (see :func:`sigterm_as_interrupt`)."""
+
+
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Within the block, SIGTERM raises :class:`Terminated` (a ``KeyboardInterrupt``), so that the
+    cleanup of the block runs as on Ctrl-C instead of the process vanishing mid-write.
+
+    Only in the main thread (the only one Python delivers signals to), and only when SIGTERM still has
+    its default action: a program that handles SIGTERM itself keeps its handler.
+    """
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        yield
+        return
+
+    def terminate(signum: int, _frame: object) -> None:
+        raise Terminated(f"terminated by {signal.Signals(signum).name}")
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

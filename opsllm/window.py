@@ -335,7 +335,12 @@ def _conform(table: pa.Table | pd.DataFrame, modality: str, where: str, path: Pa
     schema = SCHEMAS[modality]
     expected = ", ".join(schema.names)
     if isinstance(table, pd.DataFrame):
-        table = pa.Table.from_pandas(table, preserve_index=False)
+        try:
+            table = pa.Table.from_pandas(table, preserve_index=False)
+        except UnicodeEncodeError as exc:
+            raise WindowFormatError(f"{where} holds text that cannot be written as UTF-8 ({exc.reason}: "
+                                    f"{exc.object[exc.start:exc.end]!r}); decode the source's bytes with "
+                                    "errors='replace' instead of 'surrogateescape'", path=str(path)) from exc
     if not isinstance(table, pa.Table):
         raise TypeError(f"{modality} must be a pyarrow.Table or pandas.DataFrame, got {type(table).__name__}")
     names = table.column_names
@@ -361,6 +366,8 @@ def _conform(table: pa.Table | pd.DataFrame, modality: str, where: str, path: Pa
             arrays.append(fill.cast(fld.type))
             continue
         column = table.column(fld.name)
+        if reading and (modality, fld.name) == ("logs", "message"):
+            column = _decoded(column)
         try:
             converted = _to_type(column, fld.type)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
@@ -371,6 +378,13 @@ def _conform(table: pa.Table | pd.DataFrame, modality: str, where: str, path: Pa
             # pandas turns NaN into null on the way to arrow, so the two cannot be told apart: both are
             # "no number" and are stored as NaN.
             converted = pc.fill_null(converted, float("nan"))
+        if _is_text(fld.type):
+            try:
+                converted.validate(full=True)
+            except pa.ArrowInvalid as exc:
+                # Arrow does not check UTF-8 when it reads a file: without this, pandas fails on first use.
+                raise WindowFormatError(f"{where}: column {fld.name} holds bytes that are not valid UTF-8 "
+                                        f"({exc}); export it again as UTF-8 text", path=str(path)) from exc
         if converted.null_count and not fld.nullable:
             hint = "use an empty string where there is no value" if _is_text(fld.type) else "drop those rows"
             raise WindowFormatError(f"{where}: column {fld.name} has {converted.null_count} null value(s), "
@@ -384,6 +398,22 @@ def _conform(table: pa.Table | pd.DataFrame, modality: str, where: str, path: Pa
             raise WindowFormatError(f"{where}: column level has values {bad} outside {list(LOG_LEVELS)}; map "
                                     "them with opsllm.window.normalise_level", path=str(path))
     return out
+
+
+def _decoded(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    """A log message column as valid UTF-8, bytes that are not decoded with U+FFFD. A log line is
+    evidence even when part of it is garbled (a binary payload, a Latin-1 logger); fusion flags how many."""
+    if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+        try:
+            column.validate(full=True)
+            return column
+        except pa.ArrowInvalid:
+            column = column.cast(pa.large_binary() if pa.types.is_large_string(column.type) else pa.binary())
+    if not (pa.types.is_binary(column.type) or pa.types.is_large_binary(column.type)):
+        return column
+    return pa.chunked_array([pa.array([None if b is None else b.decode("utf-8", "replace")
+                                       for b in chunk.to_pylist()], pa.string()) for chunk in column.chunks],
+                            pa.string())
 
 
 def _is_text(type_: pa.DataType) -> bool:

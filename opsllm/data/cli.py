@@ -13,7 +13,7 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
 
 from opsllm.errors import OpsLLMError, UsageError
 
@@ -58,16 +58,20 @@ def stats(directory: DatasetDir, as_json: Annotated[bool, typer.Option("--json",
         sys.stdout.write(json.dumps(result, indent=2) + "\n")
         return
     ratio = result["compression_ratio"]
-    head = Table("dataset", "samples", "heldout fraction", "raw bytes (mean)", "fused bytes (mean)",
-                 "compression", title=f"dataset {result['name']}")
-    head.add_row(str(directory), str(result["samples"]), f"{result['heldout_fraction']:g}",
-                 f"{result['raw_bytes_mean']:,.0f}", f"{result['fused_bytes_mean']:,.0f}",
-                 "n/a" if ratio is None else f"{ratio:.2%}")
+    # The path on a line of its own, whole for copying; one figure a row fits any width the rest would not.
+    out.print(f"dataset {result['name']} at {directory}", highlight=False, soft_wrap=True)
+    head = Table("figure", Column("value", justify="right", no_wrap=True))
+    for name, value in (("samples", str(result["samples"])), ("heldout fraction", f"{result['heldout_fraction']:g}"),
+                        ("raw bytes (mean)", f"{result['raw_bytes_mean']:,.0f}"),
+                        ("fused bytes (mean)", f"{result['fused_bytes_mean']:,.0f}"),
+                        ("compression", "n/a" if ratio is None else f"{ratio:.2%}")):
+        head.add_row(name, value)
     out.print(head)
     _print_split(result)
     for key in ("fault_type", "kind", "level", "component", "source"):
         counts = result[f"by_{key}"]
-        table = Table(key.replace("_", " "), "samples", "share")
+        # fold: a name longer than the screen (an imported dataset's) keeps every character.
+        table = Table(Column(key.replace("_", " "), overflow="fold"), "samples", "share")
         for name, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
             table.add_row(name, str(n), f"{n / result['samples']:.1%}" if result["samples"] else "-")
         out.print(table)
@@ -91,9 +95,10 @@ def _print_split(result: dict[str, Any]) -> None:
     share = "-" if split["heldout_share"] is None else f"{split['heldout_share']:.1%}"
     straddle = ("no group straddles the splits" if not split["straddling_groups"]
                 else f"{split['straddling_groups']} group(s) straddle the splits")
+    # Wrapped at words like the tables around it: it names no path that must stay whole.
     out.print(f"held-out share {share} of samples (fraction {result['heldout_fraction']:g}); {straddle}; "
               f"{split['straddling_fault_targets']} (fault type, target) pair(s) in both splits",
-              highlight=False, soft_wrap=True)
+              highlight=False)
     for warning in split["warnings"]:
         out.print(f"[bold yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
 

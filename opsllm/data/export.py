@@ -32,8 +32,17 @@ import yaml
 from opsllm.data.prompt import SYSTEM_PROMPT, answer_for, build_messages, user_prompt
 from opsllm.data.rcaeval import SEPARATOR, export_case
 from opsllm.data.store import DatasetStore
-from opsllm.errors import UsageError
-from opsllm.files import atomic_dir, write_json_atomic, write_parquet_atomic, write_text_atomic
+from opsllm.errors import StorageError, UsageError
+from opsllm.files import (
+    FileLock,
+    LockHeld,
+    atomic_dir,
+    remove_stale_temps,
+    sigterm_as_interrupt,
+    write_json_atomic,
+    write_parquet_atomic,
+    write_text_atomic,
+)
 from opsllm.spec.sample import RCASample
 
 __all__ = ["FORMATS", "export", "ground_truth", "summary_text"]
@@ -249,6 +258,10 @@ def export(store_path: str | os.PathLike[str], fmt: str, out: str | os.PathLike[
 
     ``out`` is written atomically: it appears complete or not at all. Returns a summary: the format, the
     folder, rows per split, unlabelled samples skipped and the files written.
+
+    While it runs, the export holds the lock ``.<out name>.lock`` beside ``out``: a second export to the same
+    folder is refused, and the temporary folders (``.<out name>.<hex>.tmp``) that a killed export left are
+    removed, since no live export can own them. SIGTERM interrupts it as Ctrl-C does, removing its own.
     """
     if fmt not in FORMATS:
         raise UsageError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
@@ -258,16 +271,39 @@ def export(store_path: str | os.PathLike[str], fmt: str, out: str | os.PathLike[
     store = DatasetStore.open(store_path)
     summary: dict[str, Any] = {"format": fmt, "out": str(target), "splits": {"train": 0, "test": 0},
                                "skipped_unlabelled": 0, "files": []}
-    with atomic_dir(target) as tmp:
-        if fmt == "hf":
-            _export_hf(store, tmp, summary)
-        elif fmt == "llamafactory":
-            _export_llamafactory(store, tmp, summary)
-        elif fmt == "verl":
-            _export_verl(store, tmp, summary)
-        else:
-            _export_rcaeval(store, tmp, summary, Path(windows_root) if windows_root is not None else None)
+    lock = FileLock(_lock_path(target))
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        lock.acquire()
+    except LockHeld as exc:
+        holder = f" (pid {exc.pid})" if exc.pid else ""
+        raise StorageError(f"another export is writing to {target}{holder}; wait for it or choose another "
+                           "output folder", path=str(target)) from exc
+    except OSError as exc:
+        raise StorageError(f"could not create {target.parent}: {exc.strerror or exc}; choose another output "
+                           "folder", path=str(target)) from exc
+    try:
+        # SIGTERM as Ctrl-C: atomic_dir then removes its temporary folder instead of leaving it behind.
+        with sigterm_as_interrupt():
+            remove_stale_temps(target)
+            with atomic_dir(target) as tmp:
+                if fmt == "hf":
+                    _export_hf(store, tmp, summary)
+                elif fmt == "llamafactory":
+                    _export_llamafactory(store, tmp, summary)
+                elif fmt == "verl":
+                    _export_verl(store, tmp, summary)
+                else:
+                    _export_rcaeval(store, tmp, summary,
+                                    Path(windows_root) if windows_root is not None else None)
+    finally:
+        lock.release()
     return summary
+
+
+def _lock_path(target: Path) -> Path:
+    # Beside the target, not in it: the target must not exist until the export is complete.
+    return target.with_name(f".{target.name}.lock")
 
 
 def summary_text(summary: dict[str, Any]) -> str:

@@ -16,6 +16,13 @@ checksum is recorded nowhere, so nothing can prove it whole or belonging; the st
 Readers ignore it and the next flush replaces it (shard numbers follow the manifest). Its samples are
 not lost for a resumed run: their ids are not in the manifest, so adding them again writes them.
 
+Writers: one at a time. A writer holds ``DIR/.lock`` (an exclusive ``flock``, see
+:class:`opsllm.files.FileLock`) from its first :meth:`DatasetStore.add` until its buffer is flushed or
+dropped; another writer of the same folder is refused meanwhile with an error naming the folder, instead
+of both numbering their next shard the same. Taking the lock re-reads the manifest, so a writer opened
+before another one flushed appends after that shard. Readers take no lock. A killed writer's lock goes
+with its process; the file it leaves is taken over by the next writer.
+
 Resume: sample ids are unique. Adding a sample whose id is already stored (or buffered) skips it, so a
 rerun adds nothing twice; the first version of an id wins.
 
@@ -63,7 +70,7 @@ from pydantic import ValidationError
 
 from opsllm import __version__
 from opsllm.errors import StorageError, UsageError
-from opsllm.files import write_bytes_atomic, write_json_atomic
+from opsllm.files import FileLock, LockHeld, write_bytes_atomic, write_json_atomic
 from opsllm.spec.duration import format_duration, parse_duration
 from opsllm.spec.sample import RCASample
 
@@ -88,6 +95,7 @@ FORMAT = "opsllm-dataset"
 SCHEMA_VERSION = 2
 MANIFEST = "manifest.json"
 SHARDS = "shards"
+LOCK = ".lock"
 SPLITS: tuple[str, ...] = ("train", "heldout")
 # Every export (hf, llamafactory, verl) names the held-out split ``test``, as those tools do, so users type it.
 # The commands map it (canonical_split, check_split); the store itself keeps one name per split.
@@ -191,8 +199,9 @@ def _shard_line(sample: RCASample) -> bytes:
 
 
 class DatasetStore:
-    """A dataset folder. Use :meth:`create`, :meth:`open` or :meth:`open_or_create`; not thread-safe,
-    and one writer at a time (two writers would both number their next shard the same)."""
+    """A dataset folder. Use :meth:`create`, :meth:`open` or :meth:`open_or_create`; not thread-safe.
+    One writer at a time, enforced by a lock (see the module docstring): a second writer's :meth:`add`
+    raises :class:`StorageError` while the first has samples buffered."""
 
     def __init__(self, path: Path, manifest: dict[str, Any], *, shard_size: int = DEFAULT_SHARD_SIZE) -> None:
         self.path = path
@@ -200,6 +209,7 @@ class DatasetStore:
         self.shard_size = shard_size
         self._buffer: list[RCASample] = []
         self._ids: set[str] | None = None  # loaded on first add: reading every shard is not free
+        self._lock = FileLock(path / LOCK)
 
     # ---- opening ------------------------------------------------------------------------------
 
@@ -240,6 +250,10 @@ class DatasetStore:
     def open(cls, path: str | os.PathLike[str], *, shard_size: int = DEFAULT_SHARD_SIZE) -> DatasetStore:
         """Open an existing dataset, checking its manifest (not yet the shards: reading does that)."""
         root = Path(path)
+        return cls(root, cls._load_manifest(root), shard_size=shard_size)
+
+    @classmethod
+    def _load_manifest(cls, root: Path) -> dict[str, Any]:
         manifest_path = root / MANIFEST
         if not manifest_path.is_file():
             raise UsageError(f"{root} is not a dataset: {manifest_path} is missing. Create one with "
@@ -253,7 +267,7 @@ class DatasetStore:
             raise StorageError(f"{manifest_path} is not valid JSON ({exc}); restore it from a backup, or "
                                "rebuild the dataset", path=str(manifest_path)) from exc
         cls._check_manifest(manifest, manifest_path)
-        return cls(root, manifest, shard_size=shard_size)
+        return manifest
 
     @classmethod
     def open_or_create(cls, path: str | os.PathLike[str], *, name: str,
@@ -367,6 +381,41 @@ class DatasetStore:
         # On an error the buffer is dropped, not half-saved: a rerun adds those samples again.
         if exc_type is None:
             self.flush()
+        else:
+            self.discard()
+
+    def discard(self) -> int:
+        """Drop the buffered samples and give up the writer lock; returns how many were dropped."""
+        dropped = len(self._buffer)
+        if self._ids is not None:
+            self._ids -= {s.id for s in self._buffer}
+        self._buffer = []
+        self._lock.release()
+        return dropped
+
+    def _begin_writing(self) -> None:
+        """Take the writer lock (a no-op while held) and catch up with what other writers flushed."""
+        if self._lock.held:
+            return
+        try:
+            self._lock.acquire()
+        except LockHeld as exc:
+            holder = f" (pid {exc.pid})" if exc.pid else ""
+            raise StorageError(f"dataset {self.path} is being written by another writer{holder}; wait for it to "
+                               "finish, or write to another dataset folder", path=str(self.path)) from exc
+        try:
+            current = self._load_manifest(self.path)
+            if current != self._manifest:
+                # Another writer flushed since this one opened or last flushed: number shards after it,
+                # and skip the samples it stored.
+                self._manifest = current
+                if self._ids is not None:
+                    self._ids = {s.id for s in self._iter_shards()}
+                    self._buffer = [s for s in self._buffer if s.id not in self._ids]
+                    self._ids |= {s.id for s in self._buffer}
+        except BaseException:
+            self._lock.release()
+            raise
 
     def ids(self) -> set[str]:
         """Ids of the written samples."""
@@ -381,30 +430,49 @@ class DatasetStore:
         """
         if isinstance(samples, RCASample):
             samples = [samples]
-        if self._ids is None:
-            self._ids = {s.id for s in self._iter_shards()}
-        added = 0
-        for sample in samples:
-            if not isinstance(sample, RCASample):
-                raise UsageError(f"a dataset holds RCASample objects, not {type(sample).__name__}; build "
-                                 "samples with opsllm.fusion.fuse_window")
-            if sample.id in self._ids:
-                continue
-            self._ids.add(sample.id)
-            self._buffer.append(sample)
-            added += 1
-            if len(self._buffer) >= self.shard_size:
-                self.flush()
+        self._begin_writing()
+        try:
+            if self._ids is None:
+                self._ids = {s.id for s in self._iter_shards()}
+            added = 0
+            for sample in samples:
+                if not isinstance(sample, RCASample):
+                    raise UsageError(f"a dataset holds RCASample objects, not {type(sample).__name__}; build "
+                                     "samples with opsllm.fusion.fuse_window")
+                if sample.id in self._ids:
+                    continue
+                self._ids.add(sample.id)
+                self._buffer.append(sample)
+                added += 1
+                if len(self._buffer) >= self.shard_size:
+                    self._write_shard()
+        finally:
+            if not self._buffer:  # nothing buffered, nothing to guard: let other writers in
+                self._lock.release()
         return added
 
     def flush(self) -> Path | None:
-        """Write the buffer as a new shard, then the manifest; returns the shard's path (None if empty)."""
+        """Write the buffer as a new shard, then the manifest; returns the shard's path (None if empty).
+
+        Gives up the writer lock, even when writing fails: the samples stay buffered, and the next
+        :meth:`add` or :meth:`flush` takes the lock again and re-reads the manifest before writing.
+        """
+        if not self._buffer:
+            return None
+        self._begin_writing()
+        try:
+            return self._write_shard()
+        finally:
+            self._lock.release()
+
+    def _write_shard(self) -> Path | None:
         if not self._buffer:
             return None
         index = len(self._manifest["shards"])
         relative = f"{SHARDS}/shard-{index:05d}.jsonl"
         data = b"".join(_shard_line(s) for s in self._buffer)
-        for stale in (self.path / SHARDS).glob(".*.tmp"):  # temporary files of a killed writer
+        # Temporary files of a killed writer: under the lock no live writer can own one.
+        for stale in (self.path / SHARDS).glob(".*.tmp"):
             stale.unlink(missing_ok=True)
         # An orphan with this number is replaced in one rename, never appended to.
         write_bytes_atomic(self.path / relative, data)

@@ -46,8 +46,23 @@ class _Tally:
                 "avg@5": sum(self.at) / (5 * n)}
 
 
-def score(samples: Iterable[RCASample], predictor: Predictor) -> dict:
-    """Figures of ``predictor`` on the labelled samples, with a constant guess beside them."""
+def prediction_record(sample: RCASample, pred: Prediction) -> dict:
+    """One line of ``eval rca --errors``: what was predicted for a labelled sample, beside its truth."""
+    truth = sample.label
+    top = pred.ranking[0] if pred.ranking else None
+    return {"id": sample.id, "kind": truth.kind,
+            "predicted": {"ranking": list(pred.ranking[:3]), "fault_type": pred.fault_type, "level": pred.level},
+            "truth": {"component": truth.component, "fault_type": truth.fault_type, "level": truth.level},
+            "right": {"component": top == truth.component, "fault_type": pred.fault_type == truth.fault_type,
+                      "level": pred.level == truth.level, "in_top3": truth.component in pred.ranking[:3]}}
+
+
+def score(samples: Iterable[RCASample], predictor: Predictor,
+          on_prediction: Callable[[RCASample, Prediction], None] | None = None) -> dict:
+    """Figures of ``predictor`` on the labelled samples, with a constant guess beside them.
+
+    ``on_prediction`` is called after each prediction with the sample as given (its real id and label),
+    not the blinded copy the predictor saw."""
     samples = list(samples)
     labelled = [s for s in samples if s.label is not None]
     # Predictors see a blinded copy: no label, and no id or provenance that could name the answer.
@@ -63,6 +78,8 @@ def score(samples: Iterable[RCASample], predictor: Predictor) -> dict:
     overall, per_type, per_kind = _Tally(), {}, {}
     for sample, view in zip(labelled, shown, strict=True):
         pred = predictor(view)
+        if on_prediction is not None:
+            on_prediction(sample, pred)
         overall.add(pred, sample.label)
         per_type.setdefault(sample.label.fault_type, _Tally()).add(pred, sample.label)
         per_kind.setdefault(sample.label.kind, _Tally()).add(pred, sample.label)

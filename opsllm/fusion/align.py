@@ -4,30 +4,39 @@ The incident's start (``opsllm.fusion.anchor``: the window's alert, else the ons
 the first third) splits the window: before it is the baseline, from it on the observation. Anomalies
 inside the baseline are earlier incidents, kept as background. Fusion never reads the label: it is only
 attached to the finished sample. A missing or empty modality is stated in the sample, and data problems
-(clock skew between modalities, shifted time zones, NaN and gaps) become flags.
+(clock skew between modalities, shifted time zones, NaN and gaps, infinite or absurd values, negative span
+durations, undecodable log text, a window far longer than its data) become flags.
 """
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from pydantic import ValidationError
 
+from opsllm.errors import WindowFormatError
 from opsllm.fusion.anchor import AnchorConfig, anchor_of
-from opsllm.fusion.logs import LogFusionConfig, log_evidence
+from opsllm.fusion.logs import LogFusionConfig, clean_text, log_evidence
 from opsllm.fusion.metrics import MetricFusionConfig, metric_evidence
 from opsllm.fusion.render import render_text
 from opsllm.fusion.traces import TraceFusionConfig, trace_evidence
 from opsllm.spec.faults import FAULT_TYPES
 from opsllm.spec.injection import Label
 from opsllm.spec.sample import Candidates, Evidence, FusedObservation, ModalityStatus, Provenance, RCASample
-from opsllm.window import FILES, METADATA_FILE, Window, read_window
+from opsllm.window import FILES, METADATA_FILE, Window, _validation_problems, read_window
 
 CLIENT_ONLY = {"loadgenerator"}  # the lab's client: it reports symptoms, it is never a root cause
 MODALITY_OF = {"metrics": "metrics", "logs": "logs", "spans": "traces"}
+# No measurement comes near: beyond it a value is a sentinel or a corrupt sample, and differences, sums and
+# squares of z-scores (up to 1e12 times a value, for a flat series) would overflow float64.
+HUGE = 1e100
+# Data spanning less of its window than this leaves most of the window empty, which rates and the
+# baseline do not expect.
+MIN_COVERAGE = 0.5
 
 
 @dataclass(frozen=True)
@@ -90,6 +99,60 @@ def _flags(window: Window, states: dict[str, ModalityStatus]) -> list[str]:
     return flags
 
 
+def _share(n: int, total: int) -> str:
+    return f"{n} ({n / total:.1%})" if total else str(n)
+
+
+def _data_flags(window: Window, values: np.ndarray, unusable: np.ndarray, undecodable: int,
+                mojibake: int) -> list[str]:
+    """Values fusion cannot score and text it cannot read, which it drops or repairs: the reader must know."""
+    flags = []
+    n = len(values)
+    pos, neg = int(np.isposinf(values).sum()), int(np.isneginf(values).sum())
+    if pos or neg:
+        flags.append(f"metrics: {_share(pos + neg, n)} of samples are infinite ({pos} +inf, {neg} -inf); they "
+                     "were dropped from scoring")
+    huge = int(unusable.sum()) - pos - neg
+    if huge:
+        flags.append(f"metrics: {_share(huge, n)} of samples exceed {HUGE:g} in magnitude (near the float "
+                     "maximum: sentinels or corrupt values, not measurements); they were dropped from scoring")
+    if not window.spans.empty:
+        negative = int((window.spans["duration"].to_numpy() < 0).sum())
+        if negative:
+            flags.append(f"traces: {_share(negative, len(window.spans))} of spans have a negative duration; they "
+                         "were ignored for latency")
+    if undecodable:
+        flags.append(f"logs: {_share(undecodable, len(window.logs))} of lines hold text that is not valid "
+                     "UTF-8; it was decoded with replacement characters (U+FFFD)")
+    if mojibake:
+        flags.append(f"logs: {_share(mojibake, len(window.logs))} of lines look like mojibake (UTF-8 decoded "
+                     "as Latin-1 or cp1252, e.g. \"Ã©\" for \"é\"); they were read as they are")
+    coverage = _coverage(window)
+    if coverage is not None and coverage[0] < MIN_COVERAGE:
+        share, covered, total = coverage
+        flags.append(f"window: its data spans {covered:.0f} s, {share:.0%} of the {total:.0f} s from start to "
+                     "end in window.json; the rest of the window holds no telemetry")
+    return flags
+
+
+def _coverage(window: Window) -> tuple[float, float, float] | None:
+    """(share, seconds covered, window seconds): the span of the data's timestamps inside the window, one
+    metric step included (the last sample stands for a step)."""
+    start, end = pd.Timestamp(window.meta.start), pd.Timestamp(window.meta.end)
+    first = last = None
+    for frame, col in ((window.metrics, "timestamp"), (window.logs, "timestamp"), (window.spans, "start")):
+        ts = _in_window(frame, col, start, end)[col]
+        if ts.empty:
+            continue
+        first = ts.min() if first is None else min(first, ts.min())
+        last = ts.max() if last is None else max(last, ts.max())
+    if first is None:
+        return None
+    total = (end - start).total_seconds()
+    covered = min((last - first).total_seconds() + window.meta.resolution_s, total)
+    return covered / total, covered, total
+
+
 def _states(window: Window) -> dict[str, ModalityStatus]:
     states = {}
     for modality, frame in (("metrics", window.metrics), ("logs", window.logs), ("spans", window.spans)):
@@ -136,15 +199,24 @@ def _in_window(frame: pd.DataFrame, col: str, start: pd.Timestamp, end: pd.Times
 def observe(window: Window, config: FusionConfig = FusionConfig()) -> FusedObservation:
     """The fused observation of a window (no label involved)."""
     start, end = pd.Timestamp(window.meta.start), pd.Timestamp(window.meta.end)
-    anchor = anchor_of(window, config.anchor)
+    values = window.metrics["value"].to_numpy(dtype=float)
+    unusable = np.abs(values) >= HUGE   # +-inf too; NaN compares False and keeps its own flag
+    # Healthy windows go on untouched (NaN included), so that their samples do not change.
+    scored = replace(window, metrics=window.metrics[~unusable]) if unusable.any() else window
+    logs, undecodable, mojibake = (window.logs, 0, 0)
+    if not logs.empty:
+        original = logs["message"]
+        messages, undecodable, mojibake = clean_text(original)
+        logs = logs.assign(message=messages) if messages is not original else logs
+    anchor = anchor_of(scored, config.anchor)
     baseline_end = anchor.observe_from
     states = _states(window)
-    flags = _flags(window, states)
-    metrics = _in_window(window.metrics, "timestamp", start, end)
+    flags = _flags(window, states) + _data_flags(window, values, unusable, undecodable, mojibake)
+    metrics = _in_window(scored.metrics, "timestamp", start, end)
     if not metrics.empty:
         metrics = metrics[np.isfinite(metrics["value"].to_numpy(dtype=float))]
     m_ev, _ = metric_evidence(metrics, baseline_end=baseline_end, end=end, config=config.metrics)
-    l_ev, _ = log_evidence(_in_window(window.logs, "timestamp", start, end), start=start,
+    l_ev, _ = log_evidence(_in_window(logs, "timestamp", start, end), start=start,
                            baseline_end=baseline_end, end=end, config=config.logs)
     # Spans go in whole: a shifted clock puts a pod's spans outside the window, and that is the evidence.
     t_ev, paths, _ = trace_evidence(window.spans, start=start, baseline_end=baseline_end, end=end,
@@ -190,11 +262,28 @@ def raw_bytes(path: Path | str) -> int:
 def fuse_window(path: Path | str, *, label: Label | None = None, provenance: dict | None = None,
                 config: FusionConfig = FusionConfig()) -> RCASample:
     """Read a raw window folder and fuse it. A ``label.json`` beside the folder is attached when
-    ``label`` is not given (an injection folder's layout: ``<injection>/window`` and ``<injection>/label.json``)."""
+    ``label`` is not given (an injection folder's layout: ``<injection>/window`` and ``<injection>/label.json``).
+
+    A ``label.json`` that cannot be read raises :class:`WindowFormatError`: the label is the truth a sample is
+    scored against, so a corrupt one must not pass for an unlabelled window.
+    """
     path = Path(path)
     window = read_window(path)
     if label is None:
         beside = path.parent / "label.json"
         if beside.exists():
-            label = Label.model_validate_json(beside.read_text())
+            label = _read_label(beside)
     return fuse(window, label=label, provenance=provenance, config=config)
+
+
+def _read_label(path: Path) -> Label:
+    fix = ("rewrite it from the injection (opsllm.spec.injection.Label), or delete it to fuse the window "
+           "unlabelled")
+    try:
+        return Label.model_validate_json(path.read_bytes())
+    except OSError as exc:
+        raise WindowFormatError(f"could not read the label {path}: {exc.strerror or exc}; check its permissions, "
+                                f"or {fix}", path=str(path)) from exc
+    except ValidationError as exc:
+        raise WindowFormatError(f"{path} is not a valid label (invalid JSON or fields):\n"
+                                f"{_validation_problems(exc)}\nFix it: {fix}", path=str(path)) from exc

@@ -59,6 +59,7 @@ __all__ = [
     "DEFAULT_KEYWORDS",
     "MASKS",
     "LogFusionConfig",
+    "clean_text",
     "log_evidence",
     "mask",
     "mining_text",
@@ -321,6 +322,48 @@ def mining_text(raw: str) -> str:
 def mask(text: str) -> str:
     """``text`` with the variable parts (:data:`MASKS`) replaced by ``<NAME>`` tokens."""
     return _MASKER.mask(text)
+
+
+def _mojibake(text: str) -> bool:
+    """Whether ``text`` is UTF-8 that was decoded as cp1252 or Latin-1 (``Ã©chec`` for ``échec``): text
+    that is real in those encodings (``café``) does not re-encode to valid UTF-8."""
+    for codec in ("cp1252", "latin-1"):
+        try:
+            return text.encode(codec).decode("utf-8") != text
+        except UnicodeError:
+            continue
+    return False
+
+
+def clean_text(messages: pd.Series) -> tuple[pd.Series, int, int]:
+    """``messages`` safe to mine and render, the number of lines that held undecodable text (bytes read as
+    U+FFFD, lone surrogates, which are replaced by U+FFFD here) and the number that look like mojibake.
+
+    Mojibake is only counted: its repair is a guess, and the reader sees the line as it was logged.
+    """
+    codes, uniq = pd.factorize(messages)
+    broken = np.zeros(len(uniq) + 1, dtype=bool)   # the last slot stands for missing values (code -1)
+    garbled = np.zeros(len(uniq) + 1, dtype=bool)
+    fixed: dict[int, str] = {}
+    for i, text in enumerate(uniq):
+        if not isinstance(text, str) or text.isascii():
+            continue
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            # A lone surrogate cannot be written as UTF-8 at all: the sample's JSON would fail on it.
+            fixed[i] = text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+            broken[i] = True
+            continue
+        broken[i] = "\ufffd" in text
+        garbled[i] = not broken[i] and _mojibake(text)
+    if fixed:
+        values = np.array(list(uniq), dtype=object)
+        for i, text in fixed.items():
+            values[i] = text
+        out = np.where(codes >= 0, values[np.maximum(codes, 0)], messages.to_numpy(dtype=object))
+        messages = pd.Series(out, index=messages.index, dtype=object, name=messages.name)
+    return messages, int(broken[codes].sum()), int(garbled[codes].sum())
 
 
 def _timestamp(value: Any) -> pd.Timestamp:

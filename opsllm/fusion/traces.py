@@ -17,6 +17,9 @@ import pandas as pd
 
 from opsllm.spec.sample import Evidence
 
+# About 30 years: far beyond any call, and short of the corrupt durations that would overflow a timestamp.
+_MAX_US = 10**15
+
 OK_CODES = {"OK", "200", "", "0", "UNSET", "STATUS_CODE_UNSET", "STATUS_CODE_OK"}
 
 
@@ -55,7 +58,9 @@ def trace_evidence(spans: pd.DataFrame, *, baseline_end: pd.Timestamp, end: pd.T
     s = spans.copy()
     for col in ("service", "operation", "status_code", "kind", "pod"):
         s[col] = s[col].astype(str)
-    s["ms"] = s["duration"].to_numpy(dtype=float) / 1000.0
+    duration = s["duration"].to_numpy(dtype=float)
+    # A negative duration is a broken clock or exporter, not a fast call: NaN keeps it out of the quantiles.
+    s["ms"] = np.where(duration >= 0, duration, np.nan) / 1000.0
     s["err"] = ~s["status_code"].isin(OK_CODES)
     summary["traces"] = int(s["trace_id"].nunique())
     summary["error_spans"] = int(s["err"].sum())
@@ -157,9 +162,11 @@ def _skew(s: pd.DataFrame, config: TraceFusionConfig, cut: pd.Timestamp) -> list
     if child.empty:
         return []
     tol = pd.Timedelta(milliseconds=config.skew_tolerance_ms)
-    parent_end = child["p_start"] + pd.to_timedelta(child["p_duration"], unit="us")
+    # A parent of negative duration ends before it starts: every child would seem to start after it.
+    valid = child["p_duration"] >= 0
+    parent_end = child["p_start"] + pd.to_timedelta(child["p_duration"].clip(0, _MAX_US), unit="us")
     offset = (child["start"] - child["p_start"]).dt.total_seconds()
-    outside = (child["start"] < child["p_start"] - tol) | (child["start"] > parent_end + tol)
+    outside = (child["start"] < child["p_start"] - tol) | (valid & (child["start"] > parent_end + tol))
     # The parent's clock places the call in time: a skewed child's own start may lie hours away.
     observed = child["p_start"] >= cut
     out = []

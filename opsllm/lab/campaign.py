@@ -5,7 +5,10 @@ Output folder::
     OUT/
       campaign.yaml           the campaign as run (a rerun must match it)
       plan.json               every planned injection, in order
-      status.json             progress: phase, done, total (rewritten after each injection)
+      status.json             progress: phase, done, total (rewritten after each injection); phase is
+                              Running, Succeeded, Partial (--limit), Failed (with the error) or Interrupted
+                              (Ctrl-C or SIGTERM, with the reason)
+      .lock                   held by the run writing here (removed when it ends)
       injections/NNNN-type-component/   (NNNN alone with twin.shape real: ids name nothing of the fault)
         window/               the raw telemetry window (docs/window-format.md)
         label.json            ground truth: component, level, fault type, start, end, params
@@ -15,7 +18,11 @@ Output folder::
 Each injection folder appears in one rename once complete, so a killed run leaves either a whole
 injection or nothing (a hidden temporary folder, removed on the next run); a rerun skips what exists.
 Samples are fused as injections finish and flushed to the dataset in shards; a rerun fuses again the
-windows whose samples did not reach the dataset.
+windows whose samples did not reach the dataset. A run that fails or is interrupted (Ctrl-C, SIGTERM)
+flushes the samples it fused before it stops; only SIGKILL loses them, and the rerun fuses them again.
+
+One run at a time per output folder: a run holds ``OUT/.lock`` (an flock, dropped by the kernel however the
+process ends, so a killed run never leaves a lock behind), and a second run on the same folder is refused.
 """
 
 from __future__ import annotations
@@ -29,7 +36,16 @@ from pathlib import Path
 import yaml
 
 from opsllm.errors import StorageError
-from opsllm.files import atomic_dir, dumps_json, write_json_atomic, write_text_atomic
+from opsllm.files import (
+    FileLock,
+    LockHeld,
+    Terminated,
+    atomic_dir,
+    dumps_json,
+    sigterm_as_interrupt,
+    write_json_atomic,
+    write_text_atomic,
+)
 from opsllm.lab.alerts import DEFAULT_MIN_BASELINE_S, alert_for_window
 from opsllm.lab.planner import plan
 from opsllm.lab.shape import shape_window
@@ -40,6 +56,7 @@ from opsllm.spec.injection import PlannedInjection
 from opsllm.window import write_window
 
 INJECTIONS = "injections"
+LOCK = ".lock"
 
 
 @dataclass
@@ -143,9 +160,37 @@ def run_campaign(campaign: InjectionCampaign, out: str | Path, *, crd_path: str 
                  on_progress: Callable[[int, int, PlannedInjection, bool], None] | None = None,
                  split_by: str | None = None, time_block: str | None = None) -> CampaignResult:
     """Run ``campaign`` on the twin into ``out``, fusing each window into ``out/dataset`` unless ``fuse``
-    is false; resumes where a previous run stopped."""
+    is false; resumes where a previous run stopped.
+
+    Raises :class:`StorageError` at once when another run holds ``out``. An error or an interruption
+    (``KeyboardInterrupt``; SIGTERM raises :class:`opsllm.files.Terminated`, one) is raised again after the
+    samples fused so far are flushed and ``status.json`` says ``Failed`` or ``Interrupted``."""
     out = Path(out)
     injections = plan(campaign)
+    with _run_lock(out), sigterm_as_interrupt():
+        return _run(campaign, out, injections, crd_path=crd_path, limit=limit, fuse=fuse,
+                    on_progress=on_progress, split_by=split_by, time_block=time_block)
+
+
+def _run_lock(out: Path) -> FileLock:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StorageError(f"could not create {out}: {exc.strerror or exc}; choose another --out",
+                           path=str(out)) from exc
+    lock = FileLock(out / LOCK)
+    try:
+        return lock.acquire()
+    except LockHeld as exc:
+        holder = f" (pid {exc.pid})" if exc.pid else ""
+        # OperationalError, not UsageError: waiting for the other run is a fix, as retrying is.
+        raise StorageError(f"another run is writing to {out}{holder}; wait for it or choose another --out",
+                           path=str(out)) from exc
+
+
+def _run(campaign: InjectionCampaign, out: Path, injections: list[PlannedInjection], *, crd_path: str | None,
+         limit: int | None, fuse: bool, on_progress: Callable[[int, int, PlannedInjection, bool], None] | None,
+         split_by: str | None, time_block: str | None) -> CampaignResult:
     _prepare(out, campaign)
     store = None
     if fuse:
@@ -163,33 +208,58 @@ def run_campaign(campaign: InjectionCampaign, out: str | Path, *, crd_path: str 
     todo = injections if limit is None else injections[:limit]
     done = sum((out / INJECTIONS / i.id).exists() for i in injections)
     _status(out, "Running", done, len(injections))
-    for n, inj in enumerate(todo, start=1):
-        folder = out / INJECTIONS / inj.id
-        already = folder.exists()
-        if already:
-            skipped.append(inj.id)
-        else:
-            if real is None:
-                write_injection(folder, inj, twin, namespace, crd_path)
+    try:
+        for n, inj in enumerate(todo, start=1):
+            folder = out / INJECTIONS / inj.id
+            already = folder.exists()
+            if already:
+                skipped.append(inj.id)
             else:
-                write_injection(folder, inj, twin, namespace, crd_path, faults=overlapping(inj, injections),
-                                shape=real)
-            written.append(inj.id)
-            done += 1
-        if store is not None and inj.id not in fused:
-            store.add(_sample(folder, inj))
-            if n % FLUSH_EVERY == 0:
-                store.flush()
-        if not already:
-            _status(out, "Running", done, len(injections))
-        if on_progress:
-            on_progress(n, len(todo), inj, already)
-    if store is not None:
-        store.flush()
+                if real is None:
+                    write_injection(folder, inj, twin, namespace, crd_path)
+                else:
+                    write_injection(folder, inj, twin, namespace, crd_path, faults=overlapping(inj, injections),
+                                    shape=real)
+                written.append(inj.id)
+                done += 1
+            if store is not None and inj.id not in fused:
+                store.add(_sample(folder, inj))
+                if n % FLUSH_EVERY == 0:
+                    store.flush()
+            if not already:
+                _status(out, "Running", done, len(injections))
+            if on_progress:
+                on_progress(n, len(todo), inj, already)
+        if store is not None:
+            store.flush()
+    except BaseException as exc:
+        _stopped(out, store, exc, done, len(injections))
+        raise
     _status(out, "Succeeded" if done == len(injections) else "Partial", done, len(injections))
     return CampaignResult(out, len(injections), written, skipped)
 
 
-def _status(out: Path, phase: str, done: int, total: int) -> None:
+def _stopped(out: Path, store, exc: BaseException, done: int, total: int) -> None:
+    """Keep what a failed or interrupted run made: the samples it fused, and a status that says why it ended."""
+    if store is not None:
+        # The buffered samples are whole (each was fused from a finished window), so they are flushed like
+        # any shard; only the failing injection, which never reached the buffer, is fused again by a rerun.
+        try:
+            store.flush()
+        except Exception as flush_exc:  # the run's own error is the one to report; this one rides along
+            exc.add_note(f"the samples fused before it could not be saved either: {flush_exc}")
+    if isinstance(exc, KeyboardInterrupt):
+        why = {"reason": str(exc) if isinstance(exc, Terminated) else "interrupted (Ctrl-C)"}
+        phase = "Interrupted"
+    else:
+        why = {"error": f"{type(exc).__name__}: {exc}"}
+        phase = "Failed"
+    try:
+        _status(out, phase, done, total, **why)
+    except Exception as status_exc:
+        exc.add_note(f"{out / 'status.json'} could not record it: {status_exc}")
+
+
+def _status(out: Path, phase: str, done: int, total: int, **why: object) -> None:
     write_json_atomic(out / "status.json", {"phase": phase, "done": done, "total": total,
-                                            "progress": f"{done}/{total}"})
+                                            "progress": f"{done}/{total}", **why})

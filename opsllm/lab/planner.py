@@ -8,6 +8,7 @@ twin's difficulty: strong faults on ``easy``, subtle ones on ``hard`` (docs/twin
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -194,3 +195,59 @@ def plan(campaign: InjectionCampaign) -> list[PlannedInjection]:
             # The next baseline starts after both this window and the cooldown: no window holds two faults.
             cursor = max(window_end, fault_end + timedelta(seconds=spec.timing.cooldown))
     return injections
+
+
+# What one twin window costs, calibrated with `opsllm lab simulate` (12 pods, 3 nodes, 129 series) on windows of
+# 5 min to 2 h at 10 and 50 users, and checked on the smoke campaign (25 windows of 7 min: 19 MB estimated, 21 MB
+# written): the costs grew linearly in the window's length, the written series and the users. Rough by design
+# (within about 20% there), enough to refuse a plan that cannot fit.
+METRIC_BYTES_PER_SAMPLE = 5.0            # metrics.parquet per written sample (dictionary-encoded, compressed)
+EVENT_BYTES_PER_USER_SECOND = 120.0      # spans.parquet + logs.parquet per simulated user and second
+MEMORY_BASE_BYTES = 160 * 2**20          # the process with its imports (~130 MiB), the twin's tables, arrow pools
+MEMORY_BYTES_PER_SERIES_SECOND = 250.0   # the per-second arrays behind each series (kept at 1 s whatever the step)
+MEMORY_BYTES_PER_USER_SECOND = 2000.0    # the requests, spans and log lines of one user's second
+
+
+@dataclass(frozen=True)
+class PlanEstimate:
+    """The rough cost of running a plan on the twin."""
+
+    injections: int
+    series: int                 # metric series per window
+    simulated_s: float          # total length of the windows the twin simulates
+    longest_window_s: float
+    disk_bytes: float           # raw windows written, all injections together
+    peak_memory_bytes: float    # of the longest window: the twin simulates one window at a time
+
+
+def estimate(campaign: InjectionCampaign, injections: list[PlannedInjection]) -> PlanEstimate:
+    """Rough simulated time, disk and peak memory of running ``injections`` of ``campaign`` on the twin.
+
+    Per injection the twin simulates its window (``window_end - window_start``, W seconds) and writes
+    ``series = 10 x pods + 3 x nodes`` metric series at one sample per step (``twin.resolution``, or
+    ``twin.real.step`` with the real shape), plus spans and logs in proportion to the simulated users:
+
+    * disk = W / step x series x METRIC_BYTES_PER_SAMPLE + W x users x EVENT_BYTES_PER_USER_SECOND
+      (the real shape scales the events by ``traceCoverage``), summed over the injections;
+    * memory = MEMORY_BASE_BYTES + W x (series x MEMORY_BYTES_PER_SERIES_SECOND + users x
+      MEMORY_BYTES_PER_USER_SECOND), for the longest window: windows run one after another, so the peak is
+      one window's, not the sum.
+
+    Simulated time is the sum of the W. The fused dataset and plan files add little and are left out.
+    """
+    from opsllm.lab.twin import METRICS_NODE, METRICS_POD
+
+    spec = campaign.spec
+    topo = spec.topology()
+    series = len(METRICS_POD) * len(topo.pods) + len(METRICS_NODE) * len(topo.nodes)
+    users = spec.system.loadGenerator.users
+    real = spec.twin.shape == "real"
+    step = max(1.0, float(round(spec.twin.real.step if real else spec.twin.resolution)))
+    events = EVENT_BYTES_PER_USER_SECOND * (spec.twin.real.traceCoverage if real else 1.0)
+    windows = [(i.window_end - i.window_start).total_seconds() for i in injections]
+    longest = max(windows, default=0.0)
+    disk = sum(w / step * series * METRIC_BYTES_PER_SAMPLE + w * users * events for w in windows)
+    memory = MEMORY_BASE_BYTES + longest * (series * MEMORY_BYTES_PER_SERIES_SECOND
+                                            + users * MEMORY_BYTES_PER_USER_SECOND)
+    return PlanEstimate(injections=len(injections), series=series, simulated_s=sum(windows),
+                        longest_window_s=longest, disk_bytes=disk, peak_memory_bytes=memory)

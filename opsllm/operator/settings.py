@@ -17,9 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from opsllm.errors import SpecError
 from opsllm.spec.campaign import DNS1123
 from opsllm.spec.collect import CollectorsSpec
+from opsllm.spec.namespaces import FORBIDDEN_NAMESPACES
 
-# Never a lab, whatever the settings say: faults there could take the cluster down.
-FORBIDDEN_NAMESPACES = frozenset({"kube-system", "kube-public", "kube-node-lease"})
 ENV_FILE = "OPSLLM_OPERATOR_CONFIG"
 
 # The running operator's settings live here, not in ``run``: the handler modules read them, and ``run``

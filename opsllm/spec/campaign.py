@@ -18,8 +18,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from opsllm.errors import SpecError
 from opsllm.lab.topology import SYSTEM_NAME, Topology
 from opsllm.spec.collect import CollectorsSpec
-from opsllm.spec.duration import PositiveDuration
+from opsllm.spec.duration import LIMIT_NOTE, LimitedDuration, PositiveDuration
 from opsllm.spec.faults import Fault
+from opsllm.spec.namespaces import FORBIDDEN_NAMESPACES, check_lab_namespace
 
 API_VERSION = "opsllm.dev/v1alpha1"
 DNS1123 = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
@@ -70,10 +71,16 @@ class LoadGeneratorSpec(_Spec):
 class SystemSpec(_Spec):
     name: Literal["online-boutique"] = Field(default=SYSTEM_NAME, description="The target system.")
     namespace: str = Field(default="online-boutique", pattern=DNS1123, max_length=63,
-                           description="Namespace the system runs in; chaos objects select pods there.")
+                           description="Namespace the system runs in; chaos objects select pods there. "
+                           f"{', '.join(sorted(FORBIDDEN_NAMESPACES))} are refused: they are never a lab.")
     replicas: dict[str, int] = Field(default_factory=dict,
                                      description="Replicas per Deployment where not 1 (the upstream count).")
     loadGenerator: LoadGeneratorSpec = Field(default_factory=LoadGeneratorSpec)
+
+    @field_validator("namespace")
+    @classmethod
+    def _lab_namespace(cls, v: str) -> str:
+        return check_lab_namespace(v)
 
     @field_validator("replicas")
     @classmethod
@@ -86,13 +93,13 @@ class SystemSpec(_Spec):
 
 
 class TimingSpec(_Spec):
-    baseline: PositiveDuration = _duration("10m", "Fault-free telemetry before each fault.")
-    faultDuration: PositiveDuration = _duration("3m", "Default duration of a fault.")
-    cooldown: PositiveDuration = _duration("2m", "Recovery time after a fault ends, before "
-                                       "the next baseline starts.")
-    collectionWindow: PositiveDuration | None = Field(
+    baseline: LimitedDuration = _duration("10m", f"Fault-free telemetry before each fault. {LIMIT_NOTE}")
+    faultDuration: LimitedDuration = _duration("3m", f"Default duration of a fault. {LIMIT_NOTE}")
+    cooldown: LimitedDuration = _duration("2m", "Recovery time after a fault ends, before "
+                                          f"the next baseline starts. {LIMIT_NOTE}")
+    collectionWindow: LimitedDuration | None = Field(
         default=None, description="Telemetry collected per injection, from the start of its baseline; "
-        "defaults to baseline + fault duration + cooldown.")
+        f"defaults to baseline + fault duration + cooldown. {LIMIT_NOTE}")
 
 
 class RealShapeSpec(_Spec):
@@ -105,9 +112,9 @@ class RealShapeSpec(_Spec):
     step: PositiveDuration = _duration("1m", "Step of the exported metric series: the value at each step, as a "
                                        "Prometheus range query at this step returns it; a whole multiple of "
                                        "twin.resolution.")
-    lead: PositiveDuration = _duration("30m", "Telemetry kept before each fault's start; earlier faults that "
-                                       "fall inside it stay in the window, as in a real collection.")
-    tail: PositiveDuration = _duration("5m", "Telemetry kept after each fault's start.")
+    lead: LimitedDuration = _duration("30m", "Telemetry kept before each fault's start; earlier faults that "
+                                      f"fall inside it stay in the window, as in a real collection. {LIMIT_NOTE}")
+    tail: LimitedDuration = _duration("5m", f"Telemetry kept after each fault's start. {LIMIT_NOTE}")
     logs: bool = Field(default=False, description="Keep the logs; false writes no logs.parquet (the real "
                        "collection has no logs).")
     statusCodes: bool = Field(default=False, description="Keep span status codes; false blanks them (the real "
@@ -186,6 +193,18 @@ class CampaignSpec(_Spec):
                           "ends on time and is collected; no new one starts until this is false again.")
     abort: bool = Field(default=False, description="Cluster only: stop for good. The fault in flight is removed "
                         "at once (its injection is marked Failed, reason Aborted) and the campaign ends Aborted.")
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> CampaignSpec:
+        first: dict[str, int] = {}
+        for i, f in enumerate(self.faults):
+            if f.name is None:
+                continue
+            if f.name in first:
+                raise ValueError(f"faults[{i}].name {f.name!r} is already the name of faults[{first[f.name]}]; "
+                                 "give each fault its own name, or leave the name out")
+            first[f.name] = i
+        return self
 
     @model_validator(mode="after")
     def _against_topology(self) -> CampaignSpec:
@@ -298,19 +317,98 @@ def load_campaign(path: str | Path) -> InjectionCampaign:
     return parse_campaign(read_document(path, "InjectionCampaign"), source=str(path))
 
 
-def read_document(path: str | Path, kind: str) -> Any:
-    """The one YAML document of a spec file; SpecError if it cannot be read or is not one document."""
+def read_text(path: str | Path, kind: str) -> str:
+    """The text of a spec file, which must be UTF-8; SpecError naming the file otherwise."""
     p = Path(path)
     try:
-        text = p.read_text()
+        data = p.read_bytes()
     except OSError as exc:
         raise SpecError(f"cannot read {kind} file {p}: {exc.strerror}; check the path",
                         problems=[("(file)", str(exc))], source=str(p)) from exc
+    return decode_text(data, p, kind)
+
+
+def decode_text(data: bytes, p: str | Path, kind: str) -> str:
+    """``data`` read as UTF-8; SpecError naming the file ``p`` and saying it must be UTF-8 YAML otherwise."""
+    fix = f"{kind} files must be UTF-8 YAML text; save it as UTF-8"
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise SpecError(f"{p} is UTF-16 (it starts with a UTF-16 byte order mark): {fix}",
+                        problems=[("(file)", "UTF-16, not UTF-8")], source=str(p))
     try:
-        docs = [d for d in yaml.safe_load_all(text) if d is not None]
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SpecError(f"{p} is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}; is it a "
+                        f"binary file?): {fix}", problems=[("(file)", "not UTF-8")], source=str(p)) from exc
+    if "\x00" in text:
+        raise SpecError(f"{p} holds NUL bytes (offset {text.index(chr(0))}), so it is binary or UTF-16/32: {fix}",
+                        problems=[("(file)", "binary")], source=str(p))
+    return text
+
+
+def _at(mark: Any) -> str:
+    return f"line {mark.line + 1}, column {mark.column + 1}"
+
+
+def _duplicate_keys(node: yaml.Node, path: str, seen: set[int], source: str) -> None:
+    # PyYAML keeps the last of two equal keys without a word, so a typo'd copy would silently win.
+    if id(node) in seen:  # an alias: checked once, and a recursive one does not loop
+        return
+    seen.add(id(node))
+    if isinstance(node, yaml.MappingNode):
+        first: dict[tuple[str, str], Any] = {}
+        for key, value in node.value:
+            name = key.value if isinstance(key, yaml.ScalarNode) else "?"
+            where = f"{path}.{name}" if path else name
+            if isinstance(key, yaml.ScalarNode) and key.tag != "tag:yaml.org,2002:merge":
+                if (key.tag, key.value) in first:
+                    raise SpecError(
+                        f"{source}: {_at(key.start_mark)}: duplicate key {name!r} in {path or 'the top level'} "
+                        f"(first at {_at(first[key.tag, key.value])}); YAML would silently keep only the last "
+                        "one: remove or rename one of them",
+                        problems=[(where, "duplicate key")], source=source)
+                first[key.tag, key.value] = key.start_mark
+            _duplicate_keys(value, where, seen, source)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _duplicate_keys(item, f"{path}[{i}]", seen, source)
+
+
+def parse_yaml(text: str, source: str) -> list[Any]:
+    """Every non-empty YAML document in ``text``; SpecError with the file, line and column of a syntax error
+    or a duplicate key."""
+    try:
+        loader = yaml.SafeLoader(text)
+    except yaml.reader.ReaderError as exc:
+        raise SpecError(f"{source}: character {exc.character!r} at offset {exc.position} is not allowed in YAML; "
+                        "remove it (a spec file must be UTF-8 YAML text)",
+                        problems=[("(file)", "invalid character")], source=source) from exc
+    loader.name = source  # marks then name the file instead of "<unicode string>"
+    docs: list[Any] = []
+    try:
+        while loader.check_node():
+            node = loader.get_node()
+            _duplicate_keys(node, "", set(), source)
+            data = loader.construct_document(node)
+            if data is not None:
+                docs.append(data)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        context = f" ({exc.context} at {_at(exc.context_mark)})" if exc.context and exc.context_mark else ""
+        where = f"{_at(mark)}: " if mark else ""
+        raise SpecError(f"{source}: {where}not valid YAML: {exc.problem}{context}; fix the YAML there",
+                        problems=[("(file)", "invalid YAML")], source=source) from exc
     except yaml.YAMLError as exc:
-        raise SpecError(f"{p} is not valid YAML: {exc}", problems=[("(file)", "invalid YAML")],
-                        source=str(p)) from exc
+        raise SpecError(f"{source} is not valid YAML: {exc}", problems=[("(file)", "invalid YAML")],
+                        source=source) from exc
+    finally:
+        loader.dispose()
+    return docs
+
+
+def read_document(path: str | Path, kind: str) -> Any:
+    """The one YAML document of a spec file; SpecError if it cannot be read or is not one document."""
+    p = Path(path)
+    docs = parse_yaml(read_text(p, kind), str(p))
     if len(docs) != 1:
         raise SpecError(f"{p} must hold exactly one {kind} document, found {len(docs)}",
                         problems=[("(file)", f"{len(docs)} documents")], source=str(p))

@@ -71,19 +71,39 @@ def to_yaml(obj: dict[str, Any]) -> str:
 @lru_cache(maxsize=4)
 def load_schemas(crd_path: str) -> dict[str, dict[str, Any]]:
     """The openAPIV3Schema of every kind in a Chaos Mesh CRD bundle (e.g. manifests/crd.yaml upstream)."""
+    from opsllm.spec.campaign import decode_text
+
+    fix = "pass --crds the path of chaos-mesh's manifests/crd.yaml"
     try:
-        text = Path(crd_path).read_text()
+        data = Path(crd_path).read_bytes()
     except OSError as exc:
-        raise SpecError(f"cannot read Chaos Mesh CRDs at {crd_path}: {exc.strerror}; pass the path of "
-                        "chaos-mesh's manifests/crd.yaml", source=crd_path) from exc
+        raise SpecError(f"cannot read Chaos Mesh CRDs at {crd_path}: {exc.strerror}; {fix}",
+                        source=crd_path) from exc
+    try:
+        text = decode_text(data, crd_path, "Chaos Mesh CRD")
+    except SpecError as exc:
+        raise SpecError(f"{exc}; {fix}", problems=exc.problems, source=crd_path) from exc
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     schemas: dict[str, dict[str, Any]] = {}
-    for doc in yaml.load_all(text, Loader=loader):
-        if not doc or doc.get("kind") != "CustomResourceDefinition":
-            continue
-        for version in doc["spec"]["versions"]:
-            if version["name"] == "v1alpha1":
-                schemas[doc["spec"]["names"]["kind"]] = version["schema"]["openAPIV3Schema"]
+    try:
+        for doc in yaml.load_all(text, Loader=loader):
+            if not isinstance(doc, dict) or doc.get("kind") != "CustomResourceDefinition":
+                continue
+            for version in doc["spec"]["versions"]:
+                if version["name"] == "v1alpha1":
+                    schemas[doc["spec"]["names"]["kind"]] = version["schema"]["openAPIV3Schema"]
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise SpecError(f"{crd_path}: {where}not valid YAML ({getattr(exc, 'problem', None) or exc}); {fix}",
+                        problems=[("(file)", "invalid YAML")], source=crd_path) from exc
+    except (KeyError, TypeError) as exc:
+        raise SpecError(f"{crd_path} holds a CustomResourceDefinition without spec.versions[].schema."
+                        f"openAPIV3Schema or spec.names.kind; {fix}", problems=[("(file)", "not a CRD bundle")],
+                        source=crd_path) from exc
+    if not schemas:
+        raise SpecError(f"{crd_path} holds no v1alpha1 CustomResourceDefinition, so it is not a Chaos Mesh CRD "
+                        f"bundle; {fix}", problems=[("(file)", "no CRDs")], source=crd_path)
     return schemas
 
 

@@ -43,6 +43,7 @@ from opsllm.spec.collect import (
     PrometheusSpec,
     RetrySpec,
 )
+from opsllm.spec.duration import MAX_DURATION, format_duration
 from opsllm.spec.duration import PATTERN as DURATION_PATTERN
 from opsllm.spec.faults import CATALOGUE, FAULT_MODELS, _Fault, applicable_services, fault_type
 from opsllm.spec.target import TARGETABLE, Target
@@ -65,7 +66,12 @@ _CAMPAIGN_INTRO = (
     "and `kubectl apply -f FILE` hands the same file to the operator in a cluster. `opsllm campaign "
     "validate FILE` checks it and names every invalid field with what is allowed there. "
     "`examples/campaigns/smoke.yaml` holds every fault type once; `examples/campaigns/full.yaml` is the "
-    "dataset campaign."
+    "dataset campaign.\n\n"
+    "The file must be UTF-8 YAML; a key given twice at any level, and two faults with one `name`, are refused. "
+    "Fault durations and each part of a window (baseline, cooldown, collectionWindow, real.lead, real.tail) are "
+    f"at most {format_duration(MAX_DURATION)}. `opsllm campaign plan FILE` prints the plan with a rough estimate "
+    "of the simulated time, disk and peak memory of a twin run (`opsllm.lab.planner.estimate` says how it is "
+    "computed), and refuses a plan whose peak memory is over `--memory-budget` (default 8GiB)."
 )
 _PARAMS_INTRO = (
     "Parameters keep the names and meanings Chaos Mesh gives them, so that `params` is copied into the "

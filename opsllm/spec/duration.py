@@ -10,6 +10,10 @@ from pydantic import AfterValidator, BeforeValidator, PlainSerializer, WithJsonS
 _UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 _PART = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
 PATTERN = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$"
+# The longest fault, baseline, cooldown or collection window a campaign (or `opsllm lab simulate`) may ask for.
+# The twin holds a window's per-second arrays in memory (about 4.5 GiB for 24h at the default load), and a
+# day-long fault is past any real chaos experiment; `faultDuration: 100000h` used to end in a MemoryError.
+MAX_DURATION = 24 * 3600.0
 
 
 def parse_duration(text: str) -> float:
@@ -63,3 +67,17 @@ Duration = Annotated[float, BeforeValidator(_coerce), _schema, _serialize]
 
 PositiveDuration = Annotated[float, BeforeValidator(_coerce), AfterValidator(_positive), _schema, _serialize]
 """A duration that must be greater than zero."""
+
+
+def check_limit(seconds: float) -> float:
+    """``seconds`` if within MAX_DURATION; ValueError naming the limit and what to do otherwise."""
+    if seconds > MAX_DURATION:
+        raise ValueError(f"{format_duration(seconds)} is longer than the {format_duration(MAX_DURATION)} limit "
+                         f"of a fault or window; use at most {format_duration(MAX_DURATION)}")
+    return seconds
+
+
+LimitedDuration = Annotated[float, BeforeValidator(_coerce), AfterValidator(_positive), AfterValidator(check_limit),
+                            _schema, _serialize]
+"""A positive duration of at most MAX_DURATION: fault durations and window parts."""
+LIMIT_NOTE = f"At most {format_duration(MAX_DURATION)}."

@@ -10,13 +10,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from opsllm.lab.topology import COMPONENTS, Component
-from opsllm.spec.duration import PositiveDuration, parse_duration
+from opsllm.spec.duration import LIMIT_NOTE, LimitedDuration, parse_duration
+from opsllm.spec.sizes import check_disk_size, check_memory_size
 from opsllm.spec.target import ANY, Target
 
 Mode = Literal["one", "all", "fixed", "fixed-percent", "random-max-percent"]
+VALUE_MODES = ("fixed", "fixed-percent", "random-max-percent")
+VALUE_NOTE = ("Chaos Mesh value for the fixed* and *-percent modes, a string: a whole number of pods (at least '1') "
+              "for fixed, a whole percentage from '1' to '100' for fixed-percent and random-max-percent.")
 
 
 class _Params(BaseModel):
@@ -43,6 +47,29 @@ def _percent_str(value: str | None) -> str | None:
     return value
 
 
+def _value_str(value: object) -> object:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        raise ValueError(f"write value as a string, e.g. '{value}', not the bare number {value}")
+    return value
+
+
+def _mode_value(mode: str | None, value: str | None) -> str | None:
+    # Chaos Mesh reads the value with strconv.Atoi when it selects pods, at injection time: check it here.
+    if value is None or mode not in VALUE_MODES:
+        return value
+    what = "a number of pods" if mode == "fixed" else "a percentage of the pods"
+    if not value.isascii() or not value.isdigit():
+        raise ValueError(f"{value!r} is not a whole number; mode {mode!r} takes {what} as a string, e.g. "
+                         f"{'2' if mode == 'fixed' else '50'!r}")
+    n = int(value)
+    if mode == "fixed" and n < 1:
+        raise ValueError(f"mode 'fixed' selects no pod with value {value!r}; give at least '1'")
+    if mode != "fixed" and not 1 <= n <= 100:
+        raise ValueError(f"{value!r} is outside 1-100; mode {mode!r} takes a percentage from '1' to '100' "
+                         "(0 selects no pod, which Chaos Mesh refuses)")
+    return value
+
+
 # ---- parameter models, field names as in Chaos Mesh's CRDs ------------------------------------
 
 class PodChaosParams(_Params):
@@ -57,7 +84,9 @@ class CPUStressor(_Params):
 
 class MemoryStressor(_Params):
     workers: int = Field(ge=1, le=8192)
-    size: str | None = Field(default=None, description="Bytes per worker: '256MB', '50%'.")
+    size: str | None = Field(default=None, description="Bytes per worker as Chaos Mesh reads them: '256MB', "
+                             "'1GB', '512KiB' (not Kubernetes' '256Mi'), or a share of memory: '50%'.")
+    _s = field_validator("size")(lambda v: check_memory_size(v))
 
 
 class Stressors(_Params):
@@ -108,9 +137,31 @@ class LabelSelector(_Params):
     labelSelectors: dict[str, str]
 
 
-class PodTarget(_Params):
+class _ModeValue(BaseModel):
+    """The `value` that a selector `mode` reads, checked the way Chaos Mesh reads it: shared by a fault's own
+    selector and a NetworkChaos target's."""
+
+    @field_validator("value", mode="before", check_fields=False)
+    @classmethod
+    def _value_type(cls, v: object) -> object:
+        return _value_str(v)
+
+    @field_validator("value", check_fields=False)
+    @classmethod
+    def _value(cls, v: str | None, info: ValidationInfo) -> str | None:
+        return _mode_value(info.data.get("mode"), v)
+
+
+class PodTarget(_Params, _ModeValue):
     mode: Mode = "all"
     selector: LabelSelector
+    value: str | None = Field(default=None, description=VALUE_NOTE)
+
+    @model_validator(mode="after")
+    def _needs_value(self) -> PodTarget:
+        if self.mode in VALUE_MODES and not self.value:
+            raise ValueError(f"mode {self.mode!r} needs 'value'")
+        return self
 
     @field_validator("selector")
     @classmethod
@@ -194,12 +245,15 @@ class StressCPU(_Params):
 
 
 class StressMem(_Params):
-    size: str
+    size: str = Field(description="Memory to take on the node: '2GB', '512MB' (not '2Gi'), or a share: '80%'.")
+    _s = field_validator("size")(lambda v: check_memory_size(v))
 
 
 class DiskFill(_Params):
     path: str | None = None
-    size: str
+    size: str = Field(description="Data written, a whole number with one of chaosd's units c, w, b, kB, K, MB, M, "
+                      "GB, G (K=1024, kB=1000): '512M', '2G'.")
+    _s = field_validator("size")(lambda v: check_disk_size(v))
     fill_by_fallocate: bool | None = Field(default=None, alias="fill-by-fallocate")
 
 
@@ -211,19 +265,19 @@ class PhysicalMachineChaosParams(_Params):
 
 # ---- faults ----------------------------------------------------------------------------------
 
-class _Fault(BaseModel):
+class _Fault(_ModeValue):
     """Fields every fault has, whatever its kind."""
 
     model_config = ConfigDict(extra="forbid")
 
     name: str | None = Field(default=None, description="Optional name of this entry of the plan.")
     target: Target
-    duration: PositiveDuration | None = Field(
-        default=None, description="How long the fault lasts; defaults to spec.timing.faultDuration.")
+    duration: LimitedDuration | None = Field(
+        default=None, description=f"How long the fault lasts; defaults to spec.timing.faultDuration. {LIMIT_NOTE}")
     repeats: int = Field(default=1, ge=1, le=1000, description="How many injections of this fault.")
     mode: Mode | None = Field(
         default=None, description="Chaos Mesh mode; defaults to 'all' at service level and 'one' at pod level.")
-    value: str | None = Field(default=None, description="Chaos Mesh value for the fixed* and *-percent modes.")
+    value: str | None = Field(default=None, description=VALUE_NOTE)
 
     levels: ClassVar[tuple[str, ...]] = ("service", "pod")
     # Whether Chaos Mesh injects this kind (a project-defined kind runs on the twin only).
@@ -248,7 +302,7 @@ class _Fault(BaseModel):
                 allowed = [c.name for c in COMPONENTS if c.name != "loadgenerator" and self.applies_to(c)]
                 raise ValueError(f"{kind} {action} does not apply to {service!r}; it applies to: "
                                  f"{', '.join(allowed)}")
-        if self.mode in ("fixed", "fixed-percent", "random-max-percent") and not self.value:
+        if self.mode in VALUE_MODES and not self.value:
             raise ValueError(f"mode {self.mode!r} needs 'value'")
         params = getattr(self, "params", None)
         needed = self.needs.get(action)
