@@ -43,6 +43,7 @@ from opsllm.files import (
     write_parquet_atomic,
     write_text_atomic,
 )
+from opsllm.spec.layout import injection_dir, window_dir
 from opsllm.spec.sample import RCASample
 
 __all__ = ["FORMATS", "export", "ground_truth", "summary_text"]
@@ -220,10 +221,11 @@ def _window_of(sample: RCASample, windows_root: Path) -> Path:
     if not injection:
         raise UsageError(f"sample {sample.id} records no injection in its provenance, so its raw window "
                          "cannot be found; the rcaeval export needs samples fused from campaign windows")
-    for candidate in (windows_root / "injections" / injection / "window", windows_root / injection / "window"):
+    campaign_window = window_dir(injection_dir(windows_root, injection))
+    for candidate in (campaign_window, window_dir(windows_root / injection)):
         if candidate.is_dir():
             return candidate
-    raise UsageError(f"the raw window of sample {sample.id} is not at {windows_root}/injections/{injection}/window; "
+    raise UsageError(f"the raw window of sample {sample.id} is not at {campaign_window}; "
                      "pass --windows the campaign output folder the samples were fused from")
 
 

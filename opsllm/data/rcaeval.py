@@ -68,6 +68,7 @@ from opsllm.files import atomic_dir, dumps_json, write_json_atomic, write_text_a
 from opsllm.lab.topology import COMPONENT_NAMES, SYSTEM_NAME
 from opsllm.spec.faults import CATALOGUE
 from opsllm.spec.injection import Label
+from opsllm.spec.layout import injection_dir, injections_dir, label_path, window_dir
 from opsllm.window import (
     LOGS_SCHEMA,
     METRICS_SCHEMA,
@@ -792,7 +793,7 @@ def import_case(case_dir: str | os.PathLike[str], out_window_dir: str | os.PathL
         raise UsageError(f"{case} is a {label.fault_type} case but the fault types given for it are "
                          f"{window_meta.fault_types}; pass the dataset's whole vocabulary")
     write_window(out, window_meta, metrics, logs, spans)
-    write_json_atomic(out.parent / "label.json", label.model_dump(mode="json"))
+    write_json_atomic(label_path(out), label.model_dump(mode="json"))
     return label
 
 
@@ -839,7 +840,7 @@ def import_cases(path: str | os.PathLike[str], out: str | os.PathLike[str]) -> d
     single = (root / INJECT_TIME).is_file()
     campaign = root.parent.parent.name if single else root.name
     vocabulary = dataset_fault_types(cases)
-    injections = Path(out) / "injections"
+    injections = injections_dir(out)
     written: list[str] = []
     skipped: list[str] = []
     ids: dict[str, Path] = {}
@@ -851,12 +852,12 @@ def import_cases(path: str | os.PathLike[str], out: str | os.PathLike[str]) -> d
             raise UsageError(f"cases {ids[ident]} and {case} would both be imported as {ident}; import them "
                              "separately into different output folders")
         ids[ident] = case
-        folder = injections / ident
+        folder = injection_dir(out, ident)
         if folder.exists():
             skipped.append(ident)
             continue
         with atomic_dir(folder) as tmp:
-            import_case(case, tmp / "window", extra={"campaign": campaign, "injection": ident},
+            import_case(case, window_dir(tmp), extra={"campaign": campaign, "injection": ident},
                         fault_types=None if _read_sidecar(case) is not None else vocabulary)
             write_json_atomic(tmp / SOURCE_FILE, {"format": "opsllm-rcaeval-source", "root": str(root.resolve()),
                                                   "case": _relative(case, root)})

@@ -29,7 +29,7 @@ def load_for_inference(path: str | Path, *, device: str = "auto") -> tuple[Any, 
     """Model (with its adapter merged) and tokenizer, from a model, adapter or run folder."""
     import torch
 
-    from opsllm.training.runtime import dtype_of, load_model, model_spec_of
+    from opsllm.models.runtime import dtype_of, load_model, model_spec_of
 
     device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
     spec = model_spec_of(path)
@@ -114,7 +114,7 @@ class EndpointPredictor(LLMPredictor):
 
     def __init__(self, spec: EndpointSpec, *, cache_dir: str | Path | None = None, console: Console | None = None,
                  progress: bool = False) -> None:
-        from opsllm.training.endpoint import ChatEndpoint
+        from opsllm.models.endpoint import ChatEndpoint
 
         super().__init__(batch_size=max(8, spec.concurrency * 4), console=console, progress=progress)
         self.spec = spec

@@ -26,6 +26,7 @@ from opsllm.fusion.render import render_text
 from opsllm.fusion.traces import TraceFusionConfig, trace_evidence
 from opsllm.spec.faults import FAULT_TYPES
 from opsllm.spec.injection import Label
+from opsllm.spec.layout import label_path, window_dir
 from opsllm.spec.sample import Candidates, Evidence, FusedObservation, ModalityStatus, Provenance, RCASample
 from opsllm.window import FILES, METADATA_FILE, Window, _validation_problems, read_window
 
@@ -270,10 +271,19 @@ def fuse_window(path: Path | str, *, label: Label | None = None, provenance: dic
     path = Path(path)
     window = read_window(path)
     if label is None:
-        beside = path.parent / "label.json"
+        beside = label_path(path)
         if beside.exists():
             label = _read_label(beside)
     return fuse(window, label=label, provenance=provenance, config=config)
+
+
+def fuse_injection(folder: Path | str, label: Label, *, campaign: str, source: str,
+                   config: FusionConfig = FusionConfig()) -> RCASample:
+    """The sample a campaign adds to its dataset for a written injection folder (opsllm.spec.layout): its
+    window fused with ``label``, the truth as the campaign knows it, and named for the folder's injection."""
+    folder = Path(folder)
+    return fuse_window(window_dir(folder), label=label, config=config,
+                       provenance={"campaign": campaign, "injection": folder.name, "source": source})
 
 
 def _read_label(path: Path) -> Label:

@@ -51,11 +51,12 @@ from opsllm.lab.planner import plan
 from opsllm.lab.shape import shape_window
 from opsllm.lab.twin import Twin
 from opsllm.spec.campaign import InjectionCampaign, RealShapeSpec
-from opsllm.spec.chaosmesh import render, to_yaml, validate
+from opsllm.spec.chaosmesh import render, validate
 from opsllm.spec.injection import PlannedInjection
+from opsllm.spec.layout import INJECTIONS as INJECTIONS  # re-exported: benchmarks/ import it from here
+from opsllm.spec.layout import injection_dir, injections_dir, window_dir, write_truth
 from opsllm.window import write_window
 
-INJECTIONS = "injections"
 LOCK = ".lock"
 
 
@@ -97,7 +98,7 @@ def _prepare(out: Path, campaign: InjectionCampaign) -> None:
         doc["spec"] = _lab_shape_unwritten(doc["spec"])
         doc["metadata"].setdefault("annotations", {})["opsllm.dev/digest"] = digest
         write_text_atomic(stored, yaml.safe_dump(doc, sort_keys=False))
-    injections = out / INJECTIONS
+    injections = injections_dir(out)
     injections.mkdir(parents=True, exist_ok=True)
     for stale in injections.glob(".*.tmp"):
         shutil.rmtree(stale, ignore_errors=True)
@@ -139,9 +140,8 @@ def write_injection(folder: Path, inj: PlannedInjection, twin: Twin, namespace: 
         tables = (shaped.metrics, shaped.logs, shaped.spans)
     meta = {**meta, "alert": alert}
     with atomic_dir(folder) as tmp:
-        write_window(tmp / "window", meta, *tables)
-        write_json_atomic(tmp / "label.json", inj.label().model_dump(mode="json"))
-        write_text_atomic(tmp / "chaos.yaml", to_yaml(chaos))
+        write_window(window_dir(tmp), meta, *tables)
+        write_truth(tmp, inj.label(), chaos)
 
 
 DATASET = "dataset"
@@ -149,10 +149,9 @@ FLUSH_EVERY = 50
 
 
 def _sample(folder: Path, inj: PlannedInjection):
-    from opsllm.fusion import fuse_window
+    from opsllm.fusion import fuse_injection
 
-    return fuse_window(folder / "window", label=inj.label(),
-                       provenance={"campaign": inj.campaign, "injection": inj.id, "source": "twin"})
+    return fuse_injection(folder, inj.label(), campaign=inj.campaign, source="twin")
 
 
 def run_campaign(campaign: InjectionCampaign, out: str | Path, *, crd_path: str | None = None,
@@ -206,11 +205,11 @@ def _run(campaign: InjectionCampaign, out: Path, injections: list[PlannedInjecti
     written: list[str] = []
     skipped: list[str] = []
     todo = injections if limit is None else injections[:limit]
-    done = sum((out / INJECTIONS / i.id).exists() for i in injections)
+    done = sum(injection_dir(out, i.id).exists() for i in injections)
     _status(out, "Running", done, len(injections))
     try:
         for n, inj in enumerate(todo, start=1):
-            folder = out / INJECTIONS / inj.id
+            folder = injection_dir(out, inj.id)
             already = folder.exists()
             if already:
                 skipped.append(inj.id)

@@ -46,6 +46,7 @@ from opsllm.spec.chaosmesh import GROUP_VERSION as CHAOS_API
 from opsllm.spec.chaosmesh import chaos_name, render
 from opsllm.spec.faults import CHAOS_MESH_KINDS
 from opsllm.spec.injection import Label, PlannedInjection
+from opsllm.spec.layout import injection_dir, set_aside_dir, window_dir, write_truth
 from opsllm.spec.resources import InjectionSpec
 
 GROUP, VERSION = "opsllm.dev", "v1alpha1"
@@ -543,31 +544,28 @@ def _collect(campaign: dict[str, Any], spec: InjectionCampaign, inj: PlannedInje
     """Collect, fuse and store the window; safe to repeat after a crash at any line."""
     from opsllm.collectors.window import collect_window
     from opsllm.data.store import DatasetStore
-    from opsllm.files import atomic_dir, write_json_atomic, write_text_atomic
-    from opsllm.fusion import fuse_window
-    from opsllm.spec.chaosmesh import to_yaml
+    from opsllm.files import atomic_dir
+    from opsllm.fusion import fuse_injection
 
     st = injection["status"]
     start, end = _time(st["actualStart"]), _time(st["actualEnd"])
     w0, w1 = _window(spec, start, end)
     label = Label(**{**inj.label().model_dump(), "start": start, "end": end,
                      "pods": st.get("pods") or list(inj.pods)})
-    folder = out / "injections" / inj.id
+    folder = injection_dir(out, inj.id)
     began = time.monotonic()
     try:
         if not folder.exists():
             for stale in folder.parent.glob(f".{inj.id}.*.tmp"):
                 shutil.rmtree(stale, ignore_errors=True)
             with atomic_dir(folder) as tmp:
-                collect_window(collectors_of(spec), w0, w1, tmp / "window", topology=spec.spec.topology())
-                write_json_atomic(tmp / "label.json", label.model_dump(mode="json"))
+                collect_window(collectors_of(spec), w0, w1, window_dir(tmp), topology=spec.spec.topology())
                 chaos = render(inj.model_copy(update={"pods": label.pods}), spec.spec.system.namespace,
                                chaos_namespace=chaos_namespace(spec))
-                write_text_atomic(tmp / "chaos.yaml", to_yaml(chaos))
-        if not _has_telemetry(folder / "window"):
+                write_truth(tmp, label, chaos)
+        if not _has_telemetry(window_dir(folder)):
             raise _NoTelemetry(f"no backend returned telemetry for {_iso(w0)} .. {_iso(w1)}")
-        sample = fuse_window(folder / "window", label=label,
-                             provenance={"campaign": spec.metadata.name, "injection": inj.id, "source": "cluster"})
+        sample = fuse_injection(folder, label, campaign=spec.metadata.name, source="cluster")
         with DatasetStore.open_or_create(out / "dataset", name=spec.metadata.name) as store:
             store.add(sample)
             store.flush()
@@ -604,7 +602,7 @@ def _collection_failed(injection: dict[str, Any], folder: Path, exc: Exception) 
     attempts = int(st.get("attempts") or 0) + 1
     if isinstance(exc, _NoTelemetry):
         # Set the empty window aside (never delete what was collected) so the next attempt collects anew.
-        folder.rename(folder.with_name(f"{folder.name}.empty-{attempts}"))
+        folder.rename(set_aside_dir(folder, attempts))
     message = f"attempt {attempts} of {MAX_COLLECTION_ATTEMPTS} to collect and store the window failed: {exc}"
     if attempts >= MAX_COLLECTION_ATTEMPTS:
         _patch_injection(injection, {"phase": "Failed", "attempts": attempts, "message": message,

@@ -16,6 +16,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from opsllm.errors import OperationalError, SpecError
+from opsllm.spec.layout import injection_dir
 
 SCHEMES = ("s3", "s3a", "gs", "az", "abfs", "abfss", "file", "memory")
 
@@ -56,7 +57,7 @@ def mirror(uri: str, local: Path, injection_id: str) -> int:
     import obstore
 
     store = _store(uri)
-    files = [p for p in sorted((local / "injections" / injection_id).rglob("*")) if p.is_file()]
+    files = [p for p in sorted(injection_dir(local, injection_id).rglob("*")) if p.is_file()]
     dataset = local / "dataset"
     try:
         sent = _remote_sizes(store, "dataset")

@@ -23,7 +23,7 @@ def _adapter(path: str, field: str) -> None:
 
 
 def _model(model: ModelSpec) -> None:
-    from opsllm.training.models import resolve_model
+    from opsllm.models.local import resolve_model
 
     try:
         resolve_model(model.path)

@@ -18,7 +18,7 @@ The output is JSON Lines, one row per chain::
 Resuming: the rows of a case are appended in one write, flushed and fsynced, in the order of the samples,
 so a killed run leaves whole cases and at most one torn case at the end. The next run cuts that torn case
 (``case_rows`` tells a whole case from a torn one) and skips the whole ones. Every request is cached (see
-:class:`~opsllm.training.endpoint.ChatEndpoint`), so redoing a case, or rebuilding a deleted output, sends
+:class:`~opsllm.models.endpoint.ChatEndpoint`), so redoing a case, or rebuilding a deleted output, sends
 nothing that was answered before.
 """
 
@@ -36,9 +36,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from opsllm.data.prompt import parse_answer, user_prompt
 from opsllm.errors import StorageError, UsageError
+from opsllm.models.endpoint import ChatEndpoint
 from opsllm.spec.sample import RCASample
 from opsllm.spec.training import DPRMDataConfig
-from opsllm.training.endpoint import ChatEndpoint
 from opsllm.training.examples import cut_observation
 from opsllm.training.rubric import JUDGE_REMINDER, generator_messages, judge_messages, parse_verdict
 
@@ -66,7 +66,7 @@ def default_cache_dir(output: str | os.PathLike[str]) -> Path:
 
 def build_dprm_data(config: DPRMDataConfig, *, progress: bool = True, console: Console | None = None) -> BuildSummary:
     """Write (or complete) ``config.output``: the scored chains of every selected case."""
-    from opsllm.evaluation.sources import load_samples
+    from opsllm.fusion.load import load_samples
 
     samples = load_samples(Path(config.data.path), split=config.data.split)
     if config.data.limit is not None:

@@ -60,7 +60,7 @@ def _is_dataset(path: Path) -> bool:
 
 def load_samples_of(data: DataSpec, split: str | None = None) -> list[RCASample]:
     """The labelled samples of a dataset folder, in a fixed order, limited by ``data.limit``."""
-    from opsllm.evaluation.sources import load_samples
+    from opsllm.fusion.load import load_samples
 
     samples = load_samples(Path(data.path), split=split or data.split)
     unlabelled = [s.id for s in samples if s.label is None]
