@@ -20,6 +20,7 @@ from opsllm.spec.layout import (
     LABEL,
     WINDOW,
     chaos_path,
+    dataset_dir,
     injection_dir,
     injections_dir,
     is_set_aside,
@@ -113,6 +114,7 @@ def test_the_paths_of_an_injection_folder(tmp_path: Path):
     assert label_path(window_dir(folder)) == folder / "label.json"
     assert chaos_path(folder) == folder / "chaos.yaml"
     assert injection_dir(str(tmp_path), "a") == tmp_path / "injections" / "a"
+    assert dataset_dir(tmp_path) == tmp_path / "dataset"
 
 
 def test_a_folder_set_aside_is_named_for_its_attempt_and_recognised(tmp_path: Path):

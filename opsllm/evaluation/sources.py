@@ -8,7 +8,7 @@ from typing import Any
 
 from opsllm.errors import UsageError
 from opsllm.evaluation.baseline import Prediction, predict
-from opsllm.fusion.load import DATASET, load_samples, progress_of  # noqa: F401  (moved so training can read samples)
+from opsllm.fusion.load import load_samples, progress_of  # noqa: F401  (moved so training can read samples)
 from opsllm.spec.sample import RCASample
 
 PREDICTORS: dict[str, Callable[[RCASample], Prediction]] = {"baseline": predict}

@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.progress import Progress
 
 from opsllm.errors import UsageError
-from opsllm.spec.layout import WINDOW, injections_dir, is_set_aside, label_path
+from opsllm.spec.layout import WINDOW, dataset_dir, injections_dir, is_set_aside, label_path
 from opsllm.spec.sample import RCASample
 
 
@@ -81,7 +81,7 @@ def load_samples(source: Path, *, split: str = "all", raw: bool = False, progres
     if len(found) > len(windows):
         say(f"skipped {len(found) - len(windows)} windows set aside as empty or unfinished "
             "(injections/*.empty-N, injections/.*.tmp)")
-    store, why = _campaign_store(source / DATASET)
+    store, why = _campaign_store(dataset_dir(source))
     if split != "all" and store is None:
         raise UsageError(f"--split {split} needs the campaign's dataset to take the split from, and {why}; "
                          "pass --split all, or rebuild the dataset (opsllm campaign run resumes and fuses)")
@@ -107,7 +107,6 @@ def load_samples(source: Path, *, split: str = "all", raw: bool = False, progres
     return samples
 
 
-DATASET = "dataset"   # a campaign's dataset, as opsllm.lab.campaign writes it
 
 
 def _campaign_store(path: Path):

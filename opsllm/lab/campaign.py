@@ -53,8 +53,9 @@ from opsllm.lab.twin import Twin
 from opsllm.spec.campaign import InjectionCampaign, RealShapeSpec
 from opsllm.spec.chaosmesh import render, validate
 from opsllm.spec.injection import PlannedInjection
+from opsllm.spec.layout import DATASET as DATASET  # re-exported: benchmarks/ import it from here
 from opsllm.spec.layout import INJECTIONS as INJECTIONS  # re-exported: benchmarks/ import it from here
-from opsllm.spec.layout import injection_dir, injections_dir, window_dir, write_truth
+from opsllm.spec.layout import dataset_dir, injection_dir, injections_dir, window_dir, write_truth
 from opsllm.window import write_window
 
 LOCK = ".lock"
@@ -144,7 +145,6 @@ def write_injection(folder: Path, inj: PlannedInjection, twin: Twin, namespace: 
         write_truth(tmp, inj.label(), chaos)
 
 
-DATASET = "dataset"
 FLUSH_EVERY = 50
 
 
@@ -195,7 +195,7 @@ def _run(campaign: InjectionCampaign, out: Path, injections: list[PlannedInjecti
     if fuse:
         from opsllm.data.store import DatasetStore
 
-        store = DatasetStore.open_or_create(out / DATASET, name=campaign.metadata.name, split_by=split_by,
+        store = DatasetStore.open_or_create(dataset_dir(out), name=campaign.metadata.name, split_by=split_by,
                                             time_block=time_block)
         fused = store.ids()
     write_json_atomic(out / "plan.json", [i.model_dump(mode="json") for i in injections])

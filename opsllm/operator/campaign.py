@@ -46,7 +46,7 @@ from opsllm.spec.chaosmesh import GROUP_VERSION as CHAOS_API
 from opsllm.spec.chaosmesh import chaos_name, render
 from opsllm.spec.faults import CHAOS_MESH_KINDS
 from opsllm.spec.injection import Label, PlannedInjection
-from opsllm.spec.layout import injection_dir, set_aside_dir, window_dir, write_truth
+from opsllm.spec.layout import dataset_dir, injection_dir, set_aside_dir, window_dir, write_truth
 from opsllm.spec.resources import InjectionSpec
 
 GROUP, VERSION = "opsllm.dev", "v1alpha1"
@@ -566,7 +566,7 @@ def _collect(campaign: dict[str, Any], spec: InjectionCampaign, inj: PlannedInje
         if not _has_telemetry(window_dir(folder)):
             raise _NoTelemetry(f"no backend returned telemetry for {_iso(w0)} .. {_iso(w1)}")
         sample = fuse_injection(folder, label, campaign=spec.metadata.name, source="cluster")
-        with DatasetStore.open_or_create(out / "dataset", name=spec.metadata.name) as store:
+        with DatasetStore.open_or_create(dataset_dir(out), name=spec.metadata.name) as store:
             store.add(sample)
             store.flush()
         if spec.spec.sink.uri:

@@ -16,7 +16,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from opsllm.errors import OperationalError, SpecError
-from opsllm.spec.layout import injection_dir
+from opsllm.spec.layout import DATASET, dataset_dir, injection_dir
 
 SCHEMES = ("s3", "s3a", "gs", "az", "abfs", "abfss", "file", "memory")
 
@@ -58,9 +58,9 @@ def mirror(uri: str, local: Path, injection_id: str) -> int:
 
     store = _store(uri)
     files = [p for p in sorted(injection_dir(local, injection_id).rglob("*")) if p.is_file()]
-    dataset = local / "dataset"
+    dataset = dataset_dir(local)
     try:
-        sent = _remote_sizes(store, "dataset")
+        sent = _remote_sizes(store, DATASET)
         shards = [p for p in sorted(dataset.rglob("*")) if p.is_file() and not p.name.startswith(".")
                   and p.name != "manifest.json" and sent.get(p.relative_to(local).as_posix()) != p.stat().st_size]
         # The manifest goes last: a reader that finds it finds every shard it names.

@@ -8,6 +8,7 @@
         label.json            the ground truth (opsllm.spec.injection.Label), beside the window, never in it
         chaos.yaml            the Chaos Mesh object applied for the injection
       injections/<id>.empty-N an injection whose N-th collection returned no telemetry, kept for inspection
+      dataset/                the fused samples (opsllm.data.store owns what is inside it)
 
 The twin's campaign (opsllm.lab.campaign) and the operator's (opsllm.operator.campaign) write this layout, the
 RCAEval importer (opsllm.data.rcaeval) all of it but chaos.yaml; fusion, evaluation, the exports and the sink
@@ -27,10 +28,12 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CHAOS",
+    "DATASET",
     "INJECTIONS",
     "LABEL",
     "WINDOW",
     "chaos_path",
+    "dataset_dir",
     "injection_dir",
     "injections_dir",
     "is_set_aside",
@@ -44,9 +47,15 @@ INJECTIONS = "injections"
 WINDOW = "window"
 LABEL = "label.json"
 CHAOS = "chaos.yaml"
+DATASET = "dataset"
 
 _SET_ASIDE = ".empty-"
 _SET_ASIDE_NAME = re.compile(rf"{re.escape(_SET_ASIDE)}\d+$")
+
+
+def dataset_dir(out: Path | str) -> Path:
+    """The dataset of a campaign output."""
+    return Path(out) / DATASET
 
 
 def injections_dir(out: Path | str) -> Path:
