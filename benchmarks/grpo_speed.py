@@ -84,7 +84,7 @@ def data_spec(dataset: Path) -> Any:
 
 
 def make_tiny(dataset: Path, path: Path) -> Path:
-    from opsllm.training.models import tiny_qwen2
+    from opsllm.models.local import tiny_qwen2
 
     texts = [m["content"] for row in grpo_examples(data_spec(dataset)) for m in row["prompt"]]
     return tiny_qwen2(path, texts=texts)

@@ -277,6 +277,9 @@ def eval_rca(
     # Progress goes to stderr even with --json, which keeps stdout to itself: a long run must not look hung.
     try:
         split = check_split(split, field="--split", allow_all=True)
+        if errors is not None and errors.is_dir():
+            # Found before any prediction: a model run must not end in an error about where to write.
+            raise UsageError(f"--errors {errors} is a folder; give the path of a JSONL file to write")
         options = {"batch_size": batch_size, "max_new_tokens": max_new_tokens, "console": err,
                    "progress": not quiet} if predictor.startswith(("model=", "endpoint=")) else {}
         chosen = predictor_named(predictor, **options)
@@ -302,6 +305,8 @@ def eval_rca(
 
         try:
             write_text_atomic(errors, "".join(json.dumps(r) + "\n" for r in records))
+        except OperationalError as exc:
+            _fail(exc)
         except OSError as exc:
             _fail(OperationalError(f"cannot write the predictions to {errors}: {exc}"))
     if as_json:

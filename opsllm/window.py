@@ -308,7 +308,8 @@ class Window:
     missing: list[str] = field(default_factory=list)
 
 
-def _validation_problems(exc: ValidationError) -> str:
+def validation_problems(exc: ValidationError) -> str:
+    """A pydantic error as indented lines of ``field: problem``, the way every window and label error lists them."""
     lines = []
     for err in exc.errors():
         loc = ".".join(str(part) for part in err["loc"]) or "(top level)"
@@ -435,7 +436,7 @@ def write_window(path: str | os.PathLike[str], meta: WindowMeta | Mapping[str, A
             meta = WindowMeta.model_validate(meta)
         except ValidationError as exc:
             raise WindowFormatError(f"the metadata for {root / METADATA_FILE} is not valid:\n"
-                                    f"{_validation_problems(exc)}", path=str(root)) from exc
+                                    f"{validation_problems(exc)}", path=str(root)) from exc
     given = {"metrics": metrics, "logs": logs, "spans": spans}
     tables = {m: _conform(t, m, f"the {m} table for {root / FILES[m]}", root, reading=False)
               for m, t in given.items() if t is not None}
@@ -466,7 +467,7 @@ def _read_meta(root: Path) -> WindowMeta:
     try:
         return WindowMeta.model_validate(raw)
     except ValidationError as exc:
-        raise WindowFormatError(f"{meta_path} is not a valid window.json:\n{_validation_problems(exc)}\n"
+        raise WindowFormatError(f"{meta_path} is not a valid window.json:\n{validation_problems(exc)}\n"
                                 "Fix those fields (opsllm.window.describe_format() documents them)",
                                 path=str(meta_path)) from exc
 

@@ -82,7 +82,7 @@ fi
 MODEL="$1"
 PORT="${2:-8000}"
 shift $(( $# >= 2 ? 2 : 1 ))
-[[ -f "${MODEL}/config.json" ]] || die "${MODEL} is not a Hugging Face model folder (no config.json); e.g. python -c 'from opsllm.training.models import smollm2; print(smollm2())'"
+[[ -f "${MODEL}/config.json" ]] || die "${MODEL} is not a Hugging Face model folder (no config.json); e.g. python -c 'from opsllm.models.local import smollm2; print(smollm2())'"
 
 setup
 

@@ -25,10 +25,10 @@ from opsllm.data.store import DatasetStore
 from opsllm.errors import UsageError
 from opsllm.evaluation.sources import load_samples
 from opsllm.lab.campaign import run_campaign
+from opsllm.models.endpoint import ChatEndpoint, EndpointError
 from opsllm.spec.campaign import load_campaign
 from opsllm.spec.training import DPRMDataConfig, EndpointSpec
 from opsllm.training.dprm_data import build_dprm_data, default_cache_dir
-from opsllm.training.endpoint import ChatEndpoint, EndpointError
 from opsllm.training.rubric import JUDGE_REMINDER, RUBRICS, Verdict, generator_messages, judge_messages, parse_verdict
 
 REPO = Path(__file__).resolve().parents[1]

@@ -131,6 +131,14 @@ def test_errors_file_puts_each_prediction_beside_the_truth_under_the_real_id(cam
     assert sum(r["right"]["in_top3"] for r in records) / n == result["ac@3"]
 
 
+def test_an_errors_path_that_is_a_folder_is_refused_before_any_prediction(campaign: Path, tmp_path: Path):
+    result = invoke("eval", "rca", str(campaign / "dataset"), "-q", "--errors", str(tmp_path))
+    message = " ".join(result.output.split())   # the console wraps at its width
+    assert result.exit_code == 2 and "Traceback" not in message
+    assert "--errors" in message and "is a folder" in message
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_score_hands_on_prediction_the_sample_as_given(samples):
     seen = []
 

@@ -31,8 +31,14 @@ PACKAGE = ROOT / "opsllm" / "operator"
 NS = "opsllm"
 
 
-class FakeApi:
-    """Objects by (apiVersion, kind, namespace, name); status writes are merge patches, as the operator sends."""
+class KubeApiDouble:
+    """A double of opsllm.operator.kube's functions: objects by (apiVersion, kind, namespace, name); status
+    writes are merge patches, as the operator sends.
+
+    Why not the real kube-apiserver the k8s tests start: these tests hand the operator what a real server
+    normalises away before it could be read back (a ``status: null`` that an older client or a hand edit leaves,
+    kopf bodies), and run one reconcile turn in this process, where opsllm.operator.kube's client is a
+    process-wide login. How campaigns end on a real server is covered by tests/test_k8s_operator.py."""
 
     def __init__(self) -> None:
         self.objects: dict[tuple[str, str, str | None, str], dict[str, Any]] = {}
@@ -73,8 +79,8 @@ class FakeApi:
 
 
 @pytest.fixture
-def api(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[FakeApi]:
-    fake = FakeApi()
+def api(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[KubeApiDouble]:
+    fake = KubeApiDouble()
     for name in ("get", "list_objects", "create", "delete", "apply_status"):
         monkeypatch.setattr(kube, name, getattr(fake, name))
     operator_settings.configure(OperatorSettings(
@@ -84,14 +90,14 @@ def api(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[FakeApi]:
     operator_settings.configure(None)
 
 
-def _campaign(api: FakeApi, status: dict[str, Any] | None) -> dict[str, Any]:
+def _campaign(api: KubeApiDouble, status: dict[str, Any] | None) -> dict[str, Any]:
     body = yaml.safe_load((ROOT / "examples" / "campaigns" / "cluster-smoke.yaml").read_text())
     body["metadata"].update({"namespace": NS, "uid": "c0ffee00-0000-4000-8000-000000000001", "generation": 1})
     body["status"] = status
     return api.put(body)
 
 
-def _injections(api: FakeApi, body: dict[str, Any], statuses: list[dict[str, Any] | None]) -> list[str]:
+def _injections(api: KubeApiDouble, body: dict[str, Any], statuses: list[dict[str, Any] | None]) -> list[str]:
     """One Injection per planned one, as the operator makes them, with the given statuses; their names."""
     spec = parse_campaign({k: body[k] for k in ("apiVersion", "kind", "metadata", "spec")})
     planned = plan(spec)
@@ -114,7 +120,7 @@ def _injections(api: FakeApi, body: dict[str, Any], statuses: list[dict[str, Any
     return names
 
 
-def _status(api: FakeApi, body: dict[str, Any]) -> dict[str, Any]:
+def _status(api: KubeApiDouble, body: dict[str, Any]) -> dict[str, Any]:
     got = api.get(campaign.API, "InjectionCampaign", body["metadata"]["name"], NS)
     return got["status"]
 
@@ -133,7 +139,7 @@ def _failed(why: str) -> dict[str, Any]:
 
 # ---- how a campaign ends ------------------------------------------------------------------------------
 
-def test_a_campaign_whose_injections_all_failed_ends_failed_and_says_where_to_look(api: FakeApi):
+def test_a_campaign_whose_injections_all_failed_ends_failed_and_says_where_to_look(api: KubeApiDouble):
     body = _campaign(api, {"phase": "Running", "startTime": "2025-01-01T00:00:00Z"})
     why = "attempt 3 of 3 to collect and store the window failed: no backend returned telemetry"
     names = _injections(api, body, [_failed(why)] * 4)
@@ -155,7 +161,7 @@ def test_a_campaign_whose_injections_all_failed_ends_failed_and_says_where_to_lo
     assert _status(api, body) == status
 
 
-def test_a_campaign_with_some_failed_injections_succeeds_and_counts_them(api: FakeApi):
+def test_a_campaign_with_some_failed_injections_succeeds_and_counts_them(api: KubeApiDouble):
     body = _campaign(api, {"phase": "Running", "startTime": "2025-01-01T00:00:00Z"})
     done = {"phase": "Done", "sampleId": "s"}
     _injections(api, body, [done, _failed("the campaign was aborted"), done, done])
@@ -170,7 +176,7 @@ def test_a_campaign_with_some_failed_injections_succeeds_and_counts_them(api: Fa
     assert (ready["status"], ready["reason"]) == ("True", "Completed")
 
 
-def test_a_campaign_whose_injections_all_succeeded_says_so(api: FakeApi):
+def test_a_campaign_whose_injections_all_succeeded_says_so(api: KubeApiDouble):
     body = _campaign(api, {"phase": "Running", "startTime": "2025-01-01T00:00:00Z"})
     _injections(api, body, [{"phase": "Done", "sampleId": "s"}] * 4)
 
@@ -181,7 +187,7 @@ def test_a_campaign_whose_injections_all_succeeded_says_so(api: FakeApi):
 
 # ---- a status the API server holds as null ------------------------------------------------------------
 
-def test_a_turn_survives_a_null_status_on_the_campaign_and_its_injections(api: FakeApi):
+def test_a_turn_survives_a_null_status_on_the_campaign_and_its_injections(api: KubeApiDouble):
     body = _campaign(api, None)
     names = _injections(api, body, [None, None, None, None])
 
@@ -192,7 +198,7 @@ def test_a_turn_survives_a_null_status_on_the_campaign_and_its_injections(api: F
     assert status["currentInjection"] == names[0]
 
 
-def test_the_campaign_helpers_read_a_null_status_as_no_status(api: FakeApi):
+def test_the_campaign_helpers_read_a_null_status_as_no_status(api: KubeApiDouble):
     body = _campaign(api, None)
     _injections(api, body, [None] * 4)
     spec = parse_campaign({k: body[k] for k in ("apiVersion", "kind", "metadata", "spec")})
@@ -234,7 +240,7 @@ def test_no_operator_module_reads_a_kubernetes_key_through_a_dict_default():
 
 # ---- settings and imports -----------------------------------------------------------------------------
 
-def test_the_handlers_and_start_up_share_one_settings_object(api: FakeApi):
+def test_the_handlers_and_start_up_share_one_settings_object(api: KubeApiDouble):
     mine = OperatorSettings(allowedNamespaces=["lab-a"])
     operator_settings.configure(mine)
     assert operator_settings.settings() is mine

@@ -34,8 +34,8 @@ def samples(smoke_dataset):
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory, samples) -> Path:
+    from opsllm.models.local import tiny_qwen2
     from opsllm.training.examples import sft_rows
-    from opsllm.training.models import tiny_qwen2
 
     texts = [SYSTEM_PROMPT, *(user_prompt(s) for s in samples),
              *(r["completion"][0]["content"] for r in sft_rows(samples))]

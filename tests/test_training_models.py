@@ -15,8 +15,8 @@ torch = pytest.importorskip("torch", reason=_TRAIN)
 transformers = pytest.importorskip("transformers", reason=_TRAIN)
 
 from opsllm.errors import UsageError  # noqa: E402
-from opsllm.training import models  # noqa: E402
-from opsllm.training.models import REASONING_TAGS, resolve_model, smollm2, tiny_qwen2  # noqa: E402
+from opsllm.models import local as models  # noqa: E402
+from opsllm.models.local import REASONING_TAGS, resolve_model, smollm2, tiny_qwen2  # noqa: E402
 
 RCA_TEXTS = [
     "Incident window 2024-05-01T10:42:00Z. Services: frontend, checkoutservice, paymentservice, redis-cart.",

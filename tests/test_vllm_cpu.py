@@ -19,8 +19,8 @@ from doubles import OpenAIDouble
 
 from opsllm.data.prompt import SYSTEM_PROMPT, user_prompt
 from opsllm.evaluation.sources import load_samples
+from opsllm.models.endpoint import ChatEndpoint
 from opsllm.spec.training import DPRMDataConfig, EndpointSpec
-from opsllm.training.endpoint import ChatEndpoint
 from opsllm.training.rubric import RUBRICS
 
 pytestmark = [pytest.mark.train, pytest.mark.xdist_group("vllm")]
@@ -33,7 +33,7 @@ if not os.environ.get("OPSLLM_VLLM_CPU"):
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory, smoke_dataset) -> Path:
     pytest.importorskip("transformers")
-    from opsllm.training.models import tiny_qwen2
+    from opsllm.models.local import tiny_qwen2
 
     texts = [SYSTEM_PROMPT, *(user_prompt(s) for s in load_samples(smoke_dataset))]
     return tiny_qwen2(tmp_path_factory.mktemp("vllm-model") / "tiny", texts=texts)

@@ -28,7 +28,7 @@ from opsllm.spec.faults import FAULT_TYPES
 from opsllm.spec.injection import Label
 from opsllm.spec.layout import label_path, window_dir
 from opsllm.spec.sample import Candidates, Evidence, FusedObservation, ModalityStatus, Provenance, RCASample
-from opsllm.window import FILES, METADATA_FILE, Window, _validation_problems, read_window
+from opsllm.window import FILES, METADATA_FILE, Window, read_window, validation_problems
 
 CLIENT_ONLY = {"loadgenerator"}  # the lab's client: it reports symptoms, it is never a root cause
 MODALITY_OF = {"metrics": "metrics", "logs": "logs", "spans": "traces"}
@@ -296,4 +296,4 @@ def _read_label(path: Path) -> Label:
                                 f"or {fix}", path=str(path)) from exc
     except ValidationError as exc:
         raise WindowFormatError(f"{path} is not a valid label (invalid JSON or fields):\n"
-                                f"{_validation_problems(exc)}\nFix it: {fix}", path=str(path)) from exc
+                                f"{validation_problems(exc)}\nFix it: {fix}", path=str(path)) from exc
